@@ -1,0 +1,222 @@
+"""The load loop: sends requests as a pacer says, records every outcome, reports intervals.
+
+`LoadEngine` knows nothing of Ray or sockets: the call that sends one serialized request,
+the clocks and the payloads are passed in, so a fake call with a controlled latency tests
+the accounting exactly. It yields one `IntervalReport` per interval while it runs and a
+final one (`final=True`) after the last in-flight request has completed or timed out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+
+import grpc
+
+from agents.histogram import Recorder
+from agents.pacing import Closed, ConstantRate
+from agents.payload import Payload, TensorSpec, predicted_classes
+from agents.spec import AgentSpec
+from model_server.api import report_pb2
+
+log = logging.getLogger(__name__)
+
+# Sends one serialized ModelInferRequest with a deadline (seconds) and returns the
+# serialized response; raises grpc.aio.AioRpcError (or asyncio.TimeoutError) on failure.
+Call = Callable[[bytes, float], Awaitable[bytes]]
+
+
+@dataclass
+class _Interval:
+    """What happened in one interval; swapped out whole at each report."""
+
+    latency: Recorder = field(default_factory=Recorder)
+    send_lag: Recorder = field(default_factory=Recorder)
+    status: Counter[str] = field(default_factory=Counter)
+    sent: int = 0
+    dropped: int = 0
+    checked: int = 0
+    correct: int = 0
+
+
+def status_name(error: BaseException) -> str:
+    """The gRPC status code name an exception stands for; a bounded set of labels."""
+    if isinstance(error, grpc.aio.AioRpcError):
+        return error.code().name
+    if isinstance(error, TimeoutError):
+        return grpc.StatusCode.DEADLINE_EXCEEDED.name
+    if isinstance(error, asyncio.CancelledError):
+        return grpc.StatusCode.CANCELLED.name
+    return grpc.StatusCode.UNKNOWN.name
+
+
+class LoadEngine:
+    def __init__(
+        self,
+        spec: AgentSpec,
+        call: Call,
+        payloads: list[Payload],
+        tensor_spec: TensorSpec,
+        *,
+        agent_id: str = "",
+        node_id: str = "",
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        cpu: Callable[[], float] = time.process_time,
+    ) -> None:
+        if not payloads:
+            raise ValueError("the engine needs at least one payload")
+        self.spec = spec
+        self._call = call
+        self._payloads = payloads
+        self._tensor_spec = tensor_spec
+        self._agent_id = agent_id
+        self._node_id = node_id
+        self._clock = clock
+        self._wall = wall
+        self._cpu = cpu
+        self._pacer = spec.pacer()
+        self._check_every = (
+            0 if spec.check_fraction <= 0 else max(1, round(1 / spec.check_fraction))
+        )
+        self._cur = _Interval()
+        self._in_flight = 0
+        self._sent_total = 0
+        self._completed = 0
+        self._start = 0.0
+
+    # -- the run ---------------------------------------------------------------------
+
+    async def run(self) -> AsyncIterator[report_pb2.IntervalReport]:
+        """Drive the load; yield a report every `interval_s` and a final one at the end."""
+        self._start = self._clock()
+        wall_start = self._wall()
+        cpu_mark = self._cpu()
+        seq = 0
+        interval_start_wall = wall_start
+        drive = asyncio.ensure_future(self._drive())
+        try:
+            next_tick = self._start + self.spec.interval_s
+            while True:
+                await asyncio.wait({drive}, timeout=max(0.0, next_tick - self._clock()))
+                if drive.done():
+                    break
+                now_wall = self._wall()
+                cpu_now = self._cpu()
+                yield self._report(
+                    seq, interval_start_wall, now_wall, cpu_now - cpu_mark, final=False
+                )
+                seq += 1
+                interval_start_wall, cpu_mark = now_wall, cpu_now
+                next_tick += self.spec.interval_s
+            drive.result()  # re-raise a failure of the load loop itself
+            now_wall = self._wall()
+            yield self._report(
+                seq, interval_start_wall, now_wall, self._cpu() - cpu_mark, final=True
+            )
+        finally:
+            if not drive.done():
+                drive.cancel()
+
+    def _report(
+        self, seq: int, start: float, end: float, cpu_s: float, *, final: bool
+    ) -> report_pb2.IntervalReport:
+        cur, self._cur = self._cur, _Interval()
+        spec = self.spec
+        return report_pb2.IntervalReport(
+            run_id=spec.run_id,
+            agent_index=spec.agent_index,
+            agent_id=self._agent_id,
+            node_id=self._node_id,
+            seq=seq,
+            start_unix_s=start,
+            end_unix_s=end,
+            status_counts=dict(cur.status),
+            latency_hdr=cur.latency.take(),
+            send_lag_hdr=cur.send_lag.take(),
+            in_flight=self._in_flight,
+            dropped=cur.dropped,
+            checked=cur.checked,
+            correct=cur.correct,
+            cpu_s=cpu_s,
+            load_model=spec.load_model,
+            final=final,
+            target_rate=(spec.rate or 0.0) if spec.load_model == "open" else 0.0,
+            sent=cur.sent,
+        )
+
+    async def _drive(self) -> None:
+        pacer = self._pacer
+        if isinstance(pacer, ConstantRate):
+            await self._open_loop(pacer)
+        else:
+            await self._closed_loop(pacer)
+
+    async def _open_loop(self, pacer: ConstantRate) -> None:
+        in_flight: set[asyncio.Task[None]] = set()
+        cap = self.spec.max_in_flight
+        sent = 0
+        while True:
+            pace = pacer.pace(self._clock() - self._start, sent)
+            if pace.stop:
+                break
+            if pace.wait_s > 0:
+                await asyncio.sleep(pace.wait_s)
+                continue
+            intended = self._start + pacer.intended_s(sent)
+            sent += 1
+            if self._in_flight >= cap:
+                # Sending later would hide the server's backlog; the arrival is counted lost.
+                self._cur.dropped += 1
+                continue
+            task = asyncio.ensure_future(self._one(intended))
+            in_flight.add(task)
+            task.add_done_callback(in_flight.discard)
+        if in_flight:
+            await asyncio.gather(*in_flight)
+
+    async def _closed_loop(self, pacer: Closed) -> None:
+        async def worker() -> None:
+            while not pacer.pace(self._clock() - self._start, self._sent_total).stop:
+                await self._one(self._clock())
+
+        await asyncio.gather(*(worker() for _ in range(pacer.concurrency)))
+
+    async def _one(self, intended: float) -> None:
+        """Send one request intended to leave at `intended`; record its outcome."""
+        payload = self._payloads[self._sent_total % len(self._payloads)]
+        self._sent_total += 1
+        self._in_flight += 1
+        sent_at = self._clock()
+        cur = self._cur
+        cur.sent += 1
+        cur.send_lag.record_s(sent_at - intended)
+        response = None
+        try:
+            response = await self._call(payload.request, self.spec.timeout_s)
+            code = "OK"
+        except Exception as error:  # every outcome is data; the run goes on
+            code = status_name(error)
+            if code == "UNKNOWN" and not isinstance(error, grpc.aio.AioRpcError):
+                log.warning("request failed outside gRPC: %r", error)
+        done_at = self._clock()
+        self._in_flight -= 1
+        cur = self._cur  # the interval the request completed in
+        cur.latency.record_s(done_at - intended)
+        cur.status[code] += 1
+        self._completed += 1
+        if response is not None and self._check_every and self._completed % self._check_every == 0:
+            self._check(response, payload, cur)
+
+    def _check(self, response: bytes, payload: Payload, cur: _Interval) -> None:
+        try:
+            predicted = predicted_classes(response, self._tensor_spec)
+        except ValueError as error:
+            log.warning("response could not be checked: %s", error)
+            return
+        cur.checked += len(payload.labels)
+        cur.correct += int((predicted == payload.labels).sum())

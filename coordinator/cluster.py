@@ -1,0 +1,106 @@
+"""Ray: start the embedded local instance or join a cluster, and place the agents.
+
+The embedded instance stays on loopback (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 in the
+environment of every Ray process, set here before Ray starts) and keeps Ray's token
+authentication on. Agents are placed with one placement-group bundle each, SPREAD over
+the nodes, so a multi-node cluster gets them on distinct machines.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from coordinator.errors import ClusterError
+
+log = logging.getLogger(__name__)
+
+LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+def connect(address: str | None, *, agents: int, agent_cpus: float) -> str:
+    """Join `address` or start an embedded local Ray; returns a description for the log."""
+    for key, value in LOOPBACK_ENV.items():
+        os.environ.setdefault(key, value)
+    import ray
+
+    if ray.is_initialized():
+        return "an already connected Ray"
+    try:
+        if address:
+            ray.init(address=address, log_to_driver=False)
+            return f"the Ray cluster at {address}"
+        # Logical CPUs: enough for the fleet even when it outnumbers the cores.
+        cpus = max(os.cpu_count() or 1, int(agents * agent_cpus + 0.999))
+        ray.init(include_dashboard=False, num_cpus=cpus, log_to_driver=False)
+        return f"an embedded local Ray ({cpus} CPUs)"
+    except (ConnectionError, RuntimeError, ValueError) as error:
+        where = address or "a local instance"
+        raise ClusterError(f"could not start or join Ray ({where}): {error}") from error
+
+
+def disconnect() -> None:
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+@dataclass
+class Fleet:
+    actors: list[Any]
+    placement_group: Any
+    where: list[dict[str, Any]]
+
+    def release(self) -> None:
+        import ray
+        from ray.util.placement_group import remove_placement_group
+
+        for actor in self.actors:
+            ray.kill(actor, no_restart=True)
+        remove_placement_group(self.placement_group)
+
+
+async def place_agents(
+    n: int, *, agent_cpus: float, strategy: str = "SPREAD", timeout_s: float = 60.0
+) -> Fleet:
+    """One bundle per agent, one actor per bundle; returns when every actor is up."""
+    import asyncio
+
+    import ray
+    from ray.util.placement_group import placement_group, remove_placement_group
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    from agents.actor import Agent
+
+    pg = placement_group([{"CPU": agent_cpus}] * n, strategy=strategy)
+    try:
+        await asyncio.wait_for(pg.ready(), timeout_s)
+    except TimeoutError:
+        remove_placement_group(pg)
+        total = ray.cluster_resources().get("CPU", 0)
+        raise ClusterError(
+            f"could not place {n} agents ({agent_cpus} CPU each, {strategy}) "
+            f"within {timeout_s:.0f} s; the cluster has {total:g} CPUs"
+        ) from None
+    actors = [
+        Agent.options(
+            num_cpus=agent_cpus,
+            scheduling_strategy=PlacementGroupSchedulingStrategy(
+                placement_group=pg, placement_group_bundle_index=i
+            ),
+        ).remote(i)
+        for i in range(n)
+    ]
+    try:
+        where = await asyncio.wait_for(
+            asyncio.gather(*(a.where.remote() for a in actors)), timeout_s
+        )
+    except (TimeoutError, ray.exceptions.RayError) as error:
+        for actor in actors:
+            ray.kill(actor, no_restart=True)
+        remove_placement_group(pg)
+        raise ClusterError(f"agents did not start: {error}") from error
+    return Fleet(actors=actors, placement_group=pg, where=list(where))

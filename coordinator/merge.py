@@ -1,0 +1,130 @@
+"""The fleet's merged state: interval reports from every agent added up exactly.
+
+Pure: no clock, no Ray, no I/O. `FleetState.add(report)` folds one agent's interval in
+(histograms merge bucket by bucket, counts add), so the merged percentiles are the ones
+a single histogram of every request would give. Exporter, progress and summary read it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from hdrh.histogram import HdrHistogram
+
+from agents.histogram import merge_into, new_histogram
+from model_server.api.report_pb2 import IntervalReport
+
+PERCENTILES = {"p50": 50.0, "p90": 90.0, "p99": 99.0, "p999": 99.9}
+
+
+@dataclass
+class AgentState:
+    index: int
+    agent_id: str = ""
+    node_id: str = ""
+    node_ip: str = ""
+    requests: int = 0
+    status_counts: Counter[str] = field(default_factory=Counter)
+    reports: int = 0
+    last_seq: int = -1
+    finished: bool = False
+    lost: bool = False
+    lost_reason: str = ""
+    in_flight: int = 0
+    cpu_s: float = 0.0
+
+
+@dataclass
+class FleetState:
+    """Everything merged so far; cumulative over the run."""
+
+    latency: HdrHistogram = field(default_factory=new_histogram)
+    send_lag: HdrHistogram = field(default_factory=new_histogram)
+    status_counts: Counter[str] = field(default_factory=Counter)
+    agents: dict[int, AgentState] = field(default_factory=dict)
+    sent: int = 0
+    dropped: int = 0
+    checked: int = 0
+    correct: int = 0
+    first_start_unix_s: float | None = None
+    last_end_unix_s: float | None = None
+    reports: int = 0
+
+    def agent(self, index: int) -> AgentState:
+        if index not in self.agents:
+            self.agents[index] = AgentState(index=index)
+        return self.agents[index]
+
+    def add(self, report: IntervalReport) -> None:
+        merge_into(self.latency, report.latency_hdr)
+        merge_into(self.send_lag, report.send_lag_hdr)
+        completed = sum(report.status_counts.values())
+        self.status_counts.update(report.status_counts)
+        self.sent += report.sent
+        self.dropped += report.dropped
+        self.checked += report.checked
+        self.correct += report.correct
+        self.reports += 1
+        if self.first_start_unix_s is None or report.start_unix_s < self.first_start_unix_s:
+            self.first_start_unix_s = report.start_unix_s
+        if self.last_end_unix_s is None or report.end_unix_s > self.last_end_unix_s:
+            self.last_end_unix_s = report.end_unix_s
+        agent = self.agent(report.agent_index)
+        agent.agent_id = report.agent_id or agent.agent_id
+        agent.node_id = report.node_id or agent.node_id
+        agent.requests += completed
+        agent.status_counts.update(report.status_counts)
+        agent.reports += 1
+        agent.last_seq = report.seq
+        agent.in_flight = report.in_flight
+        agent.cpu_s += report.cpu_s
+        agent.finished = agent.finished or report.final
+
+    def mark_lost(self, index: int, reason: str) -> None:
+        agent = self.agent(index)
+        agent.lost = True
+        agent.lost_reason = reason
+        agent.in_flight = 0
+
+    # -- derived figures -------------------------------------------------------------
+
+    @property
+    def requests(self) -> int:
+        return sum(self.status_counts.values())
+
+    @property
+    def ok(self) -> int:
+        return self.status_counts.get("OK", 0)
+
+    @property
+    def errors(self) -> int:
+        return self.requests - self.ok
+
+    @property
+    def in_flight(self) -> int:
+        return sum(a.in_flight for a in self.agents.values() if not a.finished)
+
+    @property
+    def window_s(self) -> float:
+        """The measurement window: first interval start to last interval end, any agent."""
+        if self.first_start_unix_s is None or self.last_end_unix_s is None:
+            return 0.0
+        return max(0.0, self.last_end_unix_s - self.first_start_unix_s)
+
+    def latency_s(self) -> dict[str, float]:
+        """Merged latency percentiles, max, min and mean, in seconds (zeros when empty)."""
+        return histogram_summary_s(self.latency)
+
+    def send_lag_s(self) -> dict[str, float]:
+        return histogram_summary_s(self.send_lag)
+
+
+def histogram_summary_s(hist: HdrHistogram) -> dict[str, float]:
+    if hist.get_total_count() == 0:
+        return {name: 0.0 for name in [*PERCENTILES, "max", "min", "mean"]}
+    out = {name: hist.get_value_at_percentile(p) / 1e6 for name, p in PERCENTILES.items()}
+    out["max"] = hist.get_max_value() / 1e6
+    out["min"] = hist.get_min_value() / 1e6
+    out["mean"] = hist.get_mean_value() / 1e6
+    return out

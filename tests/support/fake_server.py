@@ -1,0 +1,102 @@
+"""A fake Open Inference Protocol server with a controlled latency, for tests of accounting.
+
+It answers ModelInfer after `delay_s` (asyncio.sleep, so it serves many calls at once) with
+probabilities that put all the weight on `answer` (or on nothing when None), and can be
+told to fail with a status code. Not TensorFlow: where the model is not the point.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import grpc
+import numpy as np
+
+from model_server.api import grpc_predict_v2_pb2 as pb
+from model_server.api import grpc_predict_v2_pb2_grpc as pb_grpc
+
+
+@dataclass
+class Behaviour:
+    delay_s: float = 0.0
+    fail_with: grpc.StatusCode | None = None
+    calls: int = 0
+
+
+class FakeInference(pb_grpc.GRPCInferenceServiceServicer):
+    def __init__(self, behaviour: Behaviour) -> None:
+        self.behaviour = behaviour
+
+    async def ServerLive(self, request, context):
+        return pb.ServerLiveResponse(live=True)
+
+    async def ServerReady(self, request, context):
+        return pb.ServerReadyResponse(ready=True)
+
+    async def ModelReady(self, request, context):
+        return pb.ModelReadyResponse(ready=request.name == "mnist")
+
+    async def ModelMetadata(self, request, context):
+        if request.name != "mnist":
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no model {request.name!r}")
+        return pb.ModelMetadataResponse(
+            name="mnist",
+            versions=["1"],
+            platform="fake",
+            inputs=[
+                pb.ModelMetadataResponse.TensorMetadata(
+                    name="input", datatype="FP32", shape=[-1, 784]
+                )
+            ],
+            outputs=[
+                pb.ModelMetadataResponse.TensorMetadata(
+                    name="probabilities", datatype="FP32", shape=[-1, 10]
+                )
+            ],
+        )
+
+    async def ModelInfer(self, request, context):
+        b = self.behaviour
+        b.calls += 1
+        if b.delay_s:
+            await asyncio.sleep(b.delay_s)
+        if b.fail_with is not None:
+            await context.abort(b.fail_with, "told to fail")
+        n = request.inputs[0].shape[0]
+        probs = np.full((n, 10), 0.1, dtype="<f4")
+        response = pb.ModelInferResponse(model_name="mnist", model_version="1")
+        out = response.outputs.add()
+        out.name, out.datatype = "probabilities", "FP32"
+        out.shape.extend([n, 10])
+        response.raw_output_contents.append(probs.tobytes())
+        return response
+
+
+async def start_fake_server(behaviour: Behaviour, port: int = 0) -> tuple[grpc.aio.Server, int]:
+    server = grpc.aio.server()
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(FakeInference(behaviour), server)
+    port = server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    return server, port
+
+
+def main() -> None:
+    """`python -m tests.support.fake_server [--delay-ms D]`: serve until killed, print READY."""
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--delay-ms", type=float, default=0.0)
+    args = parser.parse_args()
+
+    async def serve() -> None:
+        server, port = await start_fake_server(Behaviour(delay_s=args.delay_ms / 1000), args.port)
+        print(f"READY port={port}", flush=True)
+        await server.wait_for_termination()
+
+    asyncio.run(serve())
+
+
+if __name__ == "__main__":
+    main()
