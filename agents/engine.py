@@ -67,6 +67,7 @@ class LoadEngine:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         cpu: Callable[[], float] = time.process_time,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         if not payloads:
             raise ValueError("the engine needs at least one payload")
@@ -79,6 +80,7 @@ class LoadEngine:
         self._clock = clock
         self._wall = wall
         self._cpu = cpu
+        self._sleep = sleep
         self._pacer = spec.pacer()
         self._check_every = (
             0 if spec.check_fraction <= 0 else max(1, round(1 / spec.check_fraction))
@@ -165,7 +167,7 @@ class LoadEngine:
             if pace.stop:
                 break
             if pace.wait_s > 0:
-                await asyncio.sleep(pace.wait_s)
+                await self._sleep(pace.wait_s)
                 continue
             intended = self._start + pacer.intended_s(sent)
             sent += 1

@@ -41,7 +41,13 @@ class Recorder:
         return self._hist.get_total_count()
 
     def take(self) -> bytes:
-        """The encoded histogram of everything recorded since the last take, then reset."""
+        """The encoded histogram of everything recorded since the last take, then reset.
+
+        An empty interval is b"": adding an encoded empty histogram would set the
+        receiver's minimum to 0.
+        """
+        if self._hist.get_total_count() == 0:
+            return b""
         encoded = self._hist.encode()
         self._hist.reset()
         return encoded
@@ -49,12 +55,17 @@ class Recorder:
 
 def decode(encoded: bytes) -> HdrHistogram:
     hist = new_histogram()
-    if encoded:
-        hist.decode_and_add(encoded)
+    merge_into(hist, encoded)
     return hist
 
 
 def merge_into(target: HdrHistogram, encoded: bytes) -> None:
-    """Add an encoded delta to `target`: exact, counts add bucket by bucket."""
-    if encoded:
-        target.decode_and_add(encoded)
+    """Add an encoded delta to `target`: exact, counts add bucket by bucket.
+
+    Empty histograms are skipped: `decode_and_add` of one resets the minimum to 0.
+    """
+    if not encoded:
+        return
+    delta = HdrHistogram.decode(encoded)
+    if delta.get_total_count():
+        target.add(delta)

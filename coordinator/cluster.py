@@ -34,7 +34,8 @@ def connect(address: str | None, *, agents: int, agent_cpus: float) -> str:
             return f"the Ray cluster at {address}"
         # Logical CPUs: enough for the fleet even when it outnumbers the cores.
         cpus = max(os.cpu_count() or 1, int(agents * agent_cpus + 0.999))
-        ray.init(include_dashboard=False, num_cpus=cpus, log_to_driver=False)
+        # address='local': always a new instance, never a cluster found on the machine.
+        ray.init(address="local", include_dashboard=False, num_cpus=cpus, log_to_driver=False)
         return f"an embedded local Ray ({cpus} CPUs)"
     except (ConnectionError, RuntimeError, ValueError) as error:
         where = address or "a local instance"

@@ -27,8 +27,22 @@ from coordinator.merge import PERCENTILES, FleetState
 
 # Classic bucket upper bounds for the duration histogram, seconds.
 DURATION_BUCKETS_S = (
-    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0,
-)  # fmt: skip
+    0.0005,
+    0.001,
+    0.002,
+    0.005,
+    0.01,
+    0.02,
+    0.05,
+    0.1,
+    0.2,
+    0.5,
+    1.0,
+    2.0,
+    5.0,
+    10.0,
+    30.0,
+)
 
 
 @dataclass
@@ -79,9 +93,13 @@ class FleetCollector(Collector):
         yield InfoMetricFamily(
             "raysiege_run",
             "The run being measured.",
-            value={"run_id": info.run_id, "plan": info.plan, "target": info.target,
-                   "load_model": info.load_model},
-        )  # fmt: skip
+            value={
+                "run_id": info.run_id,
+                "plan": info.plan,
+                "target": info.target,
+                "load_model": info.load_model,
+            },
+        )
         phase = GaugeMetricFamily(
             "raysiege_run_phase", "1 for the phase the run is in.", labels=["phase"]
         )
@@ -125,9 +143,10 @@ class FleetCollector(Collector):
 
         yield CounterMetricFamily("raysiege_sent", "Requests sent.", value=state.sent)
         yield CounterMetricFamily(
-            "raysiege_dropped", "Arrivals not sent because the in-flight cap was reached.",
+            "raysiege_dropped",
+            "Arrivals not sent because the in-flight cap was reached.",
             value=state.dropped,
-        )  # fmt: skip
+        )
         yield GaugeMetricFamily("raysiege_in_flight", "Requests in flight.", value=state.in_flight)
         yield CounterMetricFamily(
             "raysiege_predictions_checked",

@@ -77,9 +77,12 @@ class LiveProgress:
             errors = agent.requests - agent.status_counts.get("OK", 0)
             status = " (lost)" if agent.lost else ""
             table.add_row(
-                f"{index}{status}", agent.node_ip or agent.node_id[:8], str(agent.requests),
-                str(errors), str(agent.in_flight),
-            )  # fmt: skip
+                f"{index}{status}",
+                agent.node_ip or agent.node_id[:8],
+                str(agent.requests),
+                str(errors),
+                str(agent.in_flight),
+            )
         table.caption = (
             f"total {state.requests} req, {self._rates.rate(elapsed_s, state.requests):.0f} req/s, "
             f"errors {state.errors} | p50 {_ms(lat['p50'])} p90 {_ms(lat['p90'])} "

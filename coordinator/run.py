@@ -87,9 +87,12 @@ class Run:
         self.metrics_port: int | None = None
         self.local_server: LocalServer | None = None
         self.info = RunInfo(
-            run_id=self.run_id, plan=plan.name, target=plan.target or "bundled",
-            load_model=plan.load_model, agents=plan.agents,
-        )  # fmt: skip
+            run_id=self.run_id,
+            plan=plan.name,
+            target=plan.target or "bundled",
+            load_model=plan.load_model,
+            agents=plan.agents,
+        )
 
     async def execute(self) -> RunResult:
         async with AsyncExitStack() as stack:
