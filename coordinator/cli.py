@@ -124,6 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=1.0,
         help="CPUs reserved per agent in its placement-group bundle (default 1)",
     )
+    start.add_argument(
+        "--connect-timeout",
+        default="30s",
+        help="how long to wait for the target to be ready (default 30s)",
+    )
     start.add_argument("--run-id", help="the run's id (default: time and a random suffix)")
     start.add_argument(
         "--json", action="store_true", help="print summary.json instead of the short summary"
@@ -161,6 +166,7 @@ def start(args: argparse.Namespace) -> int:
         agent_cpus=args.agent_cpus,
         linger_s=0.0 if args.linger in ("0", "0s") else parse_duration(args.linger, "linger"),
         run_id=args.run_id,
+        target_timeout_s=parse_duration(args.connect_timeout, "connect_timeout"),
     )
     run = Run(plan, options, progress=make_progress(sys.stderr))
     result = asyncio.run(run.execute())

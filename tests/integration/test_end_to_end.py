@@ -1,0 +1,228 @@
+"""`coordinator start` end to end: real Ray, real agents, real gRPC, real /metrics.
+
+The contract run uses the embedded local Ray and the bundled MNIST model server, exactly
+as a user would; the others join the session's Ray and load a fake server, where the
+model is not the point.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from coordinator.errors import TargetUnavailable
+from coordinator.plan import Plan
+from coordinator.progress import PlainProgress
+from coordinator.results import INTERVALS_LOG, read_reports
+from coordinator.run import Run, RunOptions
+from tests.support.processes import Child, coordinator, python
+
+pytestmark = pytest.mark.integration
+
+METRICS_LINE = r"metrics on http://127\.0\.0\.1:(\d+)/metrics"
+
+
+def scrape(port: int) -> dict[tuple[str, tuple], float]:
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(body)
+        for s in family.samples
+    }
+
+
+def poll(condition, *, timeout_s: float, what: str):
+    """Call `condition` until it returns a truthy value, within a deadline."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(0.1)  # polling period, not synchronisation
+
+
+def ok_requests(port: int) -> float:
+    return scrape(port).get(("raysiege_requests_total", (("code", "OK"),)), 0.0)
+
+
+def check_summary_contract(summary: dict, agents: int) -> None:
+    for key in (
+        "requests",
+        "ok",
+        "errors",
+        "status_counts",
+        "throughput_rps",
+        "latency_s",
+        "agents",
+        "duration_s",
+        "target",
+    ):
+        assert key in summary, key
+    assert set(summary["latency_s"]) >= {"p50", "p90", "p99", "p999", "max", "mean"}
+    assert summary["requests"] == sum(summary["status_counts"].values())
+    assert summary["requests"] == sum(a["requests"] for a in summary["agents"])
+    assert summary["ok"] + summary["errors"] == summary["requests"]
+    assert len(summary["agents"]) == agents
+    for agent in summary["agents"]:
+        assert {"id", "node", "requests"} <= set(agent) and agent["id"] and agent["node"]
+    lat = summary["latency_s"]
+    assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["p999"] <= lat["max"]
+
+
+@pytest.fixture(scope="module")
+def fake_target():
+    server = Child(python("-m", "tests.support.fake_server", "--delay-ms", "1"))
+    port = int(server.wait_for_line(r"READY port=(\d+)", timeout_s=60).group(1))
+    yield f"127.0.0.1:{port}"
+    server.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_the_contract_run_with_embedded_ray_and_the_bundled_server(tmp_path):
+    """The command from the foundation issue, plus live and final /metrics scrapes."""
+    out = tmp_path / "demo"
+    run = Child(
+        coordinator(
+            "start",
+            "--agents",
+            "2",
+            "--rate",
+            "200",
+            "--duration",
+            "10s",
+            "--out",
+            str(out),
+            "--metrics-port",
+            "0",
+            "--linger",
+            "5s",
+        )
+    )
+    port = int(run.wait_for_line(METRICS_LINE, stream="stderr", timeout_s=60).group(1))
+    poll(lambda: ok_requests(port) > 0, timeout_s=120, what="live requests on /metrics")
+    summary_path = out / "summary.json"
+    poll(summary_path.exists, timeout_s=120, what="summary.json")
+    summary = json.loads(summary_path.read_text())
+    final = scrape(port)  # during --linger: the exporter shows the final values
+    assert run.wait(timeout_s=60) == 0, run.text("stderr")[-3000:]
+
+    check_summary_contract(summary, agents=2)
+    assert summary["errors"] == 0 and summary["status_counts"] == {"OK": summary["requests"]}
+    # 200/s for 10 s is a schedule of exactly 2,000 arrivals, none dropped
+    assert summary["requests"] == 2000 and summary["dropped"] == 0
+    assert summary["model_holdout_accuracy"] >= 0.9
+    assert summary["accuracy"]["checked"] > 0 and summary["accuracy"]["rate"] >= 0.85
+    assert final[("raysiege_requests_total", (("code", "OK"),))] == summary["requests"]
+    assert final[("raysiege_request_duration_seconds_count", ())] == summary["requests"]
+    assert final[("raysiege_agents", (("state", "finished"),))] == 2
+    assert (
+        sum(v for (name, _), v in final.items() if name == "raysiege_agent_requests_total")
+        == summary["requests"]
+    )
+    # the log on disk holds every interval the summary was made from
+    reports = read_reports(out / INTERVALS_LOG)
+    assert sum(sum(r.status_counts.values()) for r in reports) == summary["requests"]
+    assert {r.agent_index for r in reports if r.final} == {0, 1}
+    assert "requests   2000" in run.text("stdout")
+
+
+def test_a_request_count_is_met_exactly_across_the_fleet(tmp_path, ray_address, fake_target):
+    run = Child(
+        coordinator(
+            "start",
+            "--address",
+            ray_address,
+            "--target",
+            fake_target,
+            "--agents",
+            "2",
+            "--concurrency",
+            "4",
+            "--requests",
+            "301",
+            "--duration",
+            "2m",
+            "--out",
+            str(tmp_path),
+            "--no-metrics",
+            "--json",
+            "--agent-cpus",
+            "0.5",
+        )
+    )
+    assert run.wait(timeout_s=120) == 0, run.text("stderr")[-3000:]
+    summary = json.loads(run.text("stdout"))
+    check_summary_contract(summary, agents=2)
+    assert summary["requests"] == summary["ok"] == 301
+    assert sorted(a["requests"] for a in summary["agents"]) == [150, 151]
+    assert summary["load_model"] == "closed"
+    assert json.loads((tmp_path / "summary.json").read_text())["requests"] == 301
+
+
+def test_an_unreachable_target_fails_fast_with_exit_3(tmp_path):
+    port = free_port()
+    run = Child(
+        coordinator(
+            "start",
+            "--target",
+            f"127.0.0.1:{port}",
+            "--connect-timeout",
+            "2s",
+            "--duration",
+            "1s",
+            "--out",
+            str(tmp_path / "r"),
+            "--no-metrics",
+        )
+    )
+    assert run.wait(timeout_s=60) == 3
+    assert f"127.0.0.1:{port}" in run.text("stderr")
+    assert not (tmp_path / "r" / "summary.json").exists()
+
+
+def test_errors_are_data_and_the_run_completes(tmp_path, ray_address):
+    """In process, on the session's Ray: a server that fails every call."""
+    import grpc
+
+    from tests.support.fake_server import Behaviour, start_fake_server
+
+    async def scenario():
+        server, port = await start_fake_server(Behaviour(fail_with=grpc.StatusCode.UNAVAILABLE))
+        try:
+            plan = Plan(agents=2, rate=100.0, duration_s=2.0, target=f"127.0.0.1:{port}")
+            options = RunOptions(out_dir=tmp_path, metrics_port=0, agent_cpus=0.5)
+            run = Run(plan, options, progress=PlainProgress())
+            result = await run.execute()
+            return run, result
+        finally:
+            await server.stop(0)
+
+    run, result = asyncio.run(scenario())
+    summary = result.summary
+    check_summary_contract(summary, agents=2)
+    assert summary["requests"] == 200 and summary["ok"] == 0
+    assert summary["status_counts"] == {"UNAVAILABLE": 200}
+    assert summary["error_rate"] == 1.0
+    assert run.info.phase == "finished"
+
+
+def test_an_unready_model_is_refused_before_any_agent_starts(tmp_path, fake_target):
+    plan = Plan(agents=1, rate=10.0, duration_s=1.0, target=fake_target, model_name="resnet")
+    run = Run(plan, RunOptions(out_dir=tmp_path, metrics_port=None, target_timeout_s=5))
+    with pytest.raises(TargetUnavailable, match="resnet"):
+        asyncio.run(run.execute())
+    assert not Path(tmp_path / "summary.json").exists()
