@@ -4,6 +4,8 @@ When the model is loaded, warmed and the port is serving, `serve` prints exactly
 to stdout, `READY port=<port> accuracy=<holdout accuracy, 4 decimals>`, and flushes;
 callers start it as a subprocess and wait for that line. Everything else, logs included,
 goes to stderr. TensorFlow is imported only once serving starts, so `--help` is fast.
+With `--workers N` (N > 1) this process only supervises N worker processes (each this
+same command with `--reuse-port --worker-index I`) and prints READY once all are ready.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ log = logging.getLogger("model_server")
 
 READY_FORMAT = "READY port={port} accuracy={accuracy:.4f}"
 DEFAULT_PORT = 8001  # the usual Open Inference Protocol gRPC port
+DEFAULT_METRICS_PORT = 8002  # Triton's metrics port, beside its gRPC port 8001
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,18 +59,95 @@ def build_parser() -> argparse.ArgumentParser:
         help="train on a full Keras mnist.npz instead of the shipped 5,000-digit sample",
     )
     serve.add_argument(
-        "--max-batch", type=int, default=1024, help="largest N accepted (default %(default)s)"
-    )
-    serve.add_argument(
         "--grace",
         type=float,
         default=5.0,
         help="seconds to drain in-flight calls on SIGTERM/SIGINT (default %(default)s)",
     )
     serve.add_argument(
-        "--workers", type=int, default=2, help="inference threads (default %(default)s)"
+        "--workers",
+        type=int,
+        default=1,
+        help="server processes sharing the port through SO_REUSEPORT (default %(default)s)",
     )
+    _add_batching_flags(serve)
+    _add_metrics_flags(serve)
+    # Set by the parent of --workers N on each worker it starts; not for people.
+    serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
+    serve.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
     return parser
+
+
+def _add_batching_flags(serve: argparse.ArgumentParser) -> None:
+    from model_server.batching import BatchingOptions
+
+    defaults = BatchingOptions()
+    group = serve.add_argument_group("batching and inference")
+    group.add_argument(
+        "--max-batch-size",
+        type=int,
+        default=defaults.max_batch_size,
+        help="most rows in one model call; larger requests are split (default %(default)s)",
+    )
+    group.add_argument(
+        "--batch-timeout-us",
+        type=int,
+        default=round(defaults.batch_timeout_s * 1e6),
+        help="microseconds a batch waits to fill after its first request; 0 takes what is "
+        "queued (default %(default)s)",
+    )
+    group.add_argument(
+        "--batch-threads",
+        type=int,
+        default=defaults.batch_threads,
+        help="batches run at once, each on its own thread (default %(default)s)",
+    )
+    group.add_argument(
+        "--max-enqueued-batches",
+        type=int,
+        default=defaults.max_enqueued_batches,
+        help="queue limit, in batches of --max-batch-size rows; beyond it requests get "
+        "RESOURCE_EXHAUSTED at once (default %(default)s)",
+    )
+    group.add_argument(
+        "--no-batching",
+        action="store_true",
+        help="run every request on its own (still queued, still limited)",
+    )
+    group.add_argument(
+        "--max-request-batch",
+        type=int,
+        default=1024,
+        help="largest N accepted in one request (default %(default)s)",
+    )
+    group.add_argument(
+        "--intra-op-threads",
+        type=int,
+        default=None,
+        help="TensorFlow intra-op threads; 0 lets TensorFlow decide "
+        "(default: the cores available divided by --workers, at least 1)",
+    )
+    group.add_argument(
+        "--inter-op-threads",
+        type=int,
+        default=1,
+        help="TensorFlow inter-op threads; 0 lets TensorFlow decide (default %(default)s)",
+    )
+
+
+def _add_metrics_flags(serve: argparse.ArgumentParser) -> None:
+    group = serve.add_argument_group("metrics")
+    group.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help=f"Prometheus /metrics port; 0 picks a free one, named in the log (default "
+        f"{DEFAULT_METRICS_PORT}, or a free one when --port is 0)",
+    )
+    group.add_argument(
+        "--metrics-host", default="127.0.0.1", help="/metrics bind address (default %(default)s)"
+    )
+    group.add_argument("--no-metrics", action="store_true", help="do not serve /metrics")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,31 +155,106 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.mnist_npz is not None and not args.mnist_npz.is_file():
         parser.error(f"--mnist-npz {args.mnist_npz}: no such file")
-    from model_server.server import ServeOptions
-
     try:
-        options = ServeOptions(
-            host=args.host,
-            port=args.port,
-            max_batch=args.max_batch,
-            grace_s=args.grace,
-            workers=args.workers,
-        )
+        options = _options(args)
     except ValueError as error:
         parser.error(str(error))
-    return _serve(options, cache_dir=args.cache_dir, mnist_npz=args.mnist_npz)
+    if options.workers > 1 and args.worker_index is None:
+        from model_server.workers import run_workers
+
+        _setup(None)
+        return run_workers(options, _worker_argv(args), ready_out=_reserve_stdout())
+    return _serve(
+        options, cache_dir=args.cache_dir, mnist_npz=args.mnist_npz, worker=args.worker_index
+    )
 
 
-def _serve(options: ServeOptions, *, cache_dir: Path | None, mnist_npz: Path | None) -> int:
+def _options(args: argparse.Namespace) -> ServeOptions:
+    from model_server.batching import BatchingOptions
+    from model_server.server import ServeOptions
+
+    if args.workers < 1:
+        raise ValueError(f"workers must be >= 1, got {args.workers}")
+    if args.no_metrics:
+        metrics_port = None
+    elif args.metrics_port is not None:
+        metrics_port = args.metrics_port
+    else:
+        metrics_port = 0 if args.port == 0 else DEFAULT_METRICS_PORT
+    intra = args.intra_op_threads
+    if intra is None:
+        intra = max(1, len(os.sched_getaffinity(0)) // args.workers)
+    batching = BatchingOptions(
+        max_batch_size=args.max_batch_size,
+        batch_timeout_s=args.batch_timeout_us / 1e6,
+        batch_threads=args.batch_threads,
+        max_enqueued_batches=args.max_enqueued_batches,
+        enabled=not args.no_batching,
+    )
+    return ServeOptions(
+        host=args.host,
+        port=args.port,
+        grace_s=args.grace,
+        max_request_batch=args.max_request_batch,
+        batching=batching,
+        reuse_port=args.reuse_port,
+        metrics_host=args.metrics_host,
+        metrics_port=metrics_port,
+        workers=args.workers,
+        intra_op_threads=intra,
+        inter_op_threads=args.inter_op_threads,
+    )
+
+
+def _worker_argv(args: argparse.Namespace) -> list[str]:
+    """The flags each worker of --workers N gets: the same settings, resolved, no metrics
+    endpoint of its own (the parent serves theirs)."""
+    options = _options(args)
+    batching = options.batching
+    argv = [
+        "--host", options.host,
+        "--grace", str(options.grace_s),
+        "--workers", str(options.workers),
+        "--max-batch-size", str(batching.max_batch_size),
+        "--batch-timeout-us", str(round(batching.batch_timeout_s * 1e6)),
+        "--batch-threads", str(batching.batch_threads),
+        "--max-enqueued-batches", str(batching.max_enqueued_batches),
+        "--max-request-batch", str(options.max_request_batch),
+        "--intra-op-threads", str(options.intra_op_threads),
+        "--inter-op-threads", str(options.inter_op_threads),
+        "--no-metrics",
+        "--reuse-port",
+    ]  # fmt: skip
+    if not batching.enabled:
+        argv.append("--no-batching")
+    if args.cache_dir is not None:
+        argv += ["--cache-dir", str(args.cache_dir)]
+    if args.mnist_npz is not None:
+        argv += ["--mnist-npz", str(args.mnist_npz)]
+    return argv
+
+
+def _setup(worker: int | None) -> None:
+    who = "" if worker is None else f"worker-{worker} "
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.INFO,
+        format=f"%(asctime)s %(levelname)s {who}%(name)s: %(message)s",
+    )
+
+
+def _serve(
+    options: ServeOptions, *, cache_dir: Path | None, mnist_npz: Path | None, worker: int | None
+) -> int:
     from model_server.recipe import default_cache_dir, plan_training
     from model_server.server import LOADER_THREAD, ServeError, serve
 
     ready_out = _reserve_stdout()
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    _setup(worker)
+    if worker is not None:
+        from model_server.workers import follow_parent
+
+        follow_parent()
     cache_dir = cache_dir or default_cache_dir()
 
     def load() -> Model:
@@ -107,8 +262,11 @@ def _serve(options: ServeOptions, *, cache_dir: Path | None, mnist_npz: Path | N
         from model_server import model  # the TensorFlow import
 
         log.info("imported TensorFlow in %.2f s", time.perf_counter() - started)
+        model.configure_threads(options.intra_op_threads, options.inter_op_threads)
         plan = plan_training(mnist_npz)
-        return model.load_or_train(plan, cache_dir, warmup_batches=(1, options.max_batch))
+        return model.load_or_train(
+            plan, cache_dir, warmup_batches=warmup_batches(options.batching.max_batch_size)
+        )
 
     def on_ready(port: int, model: Model) -> None:
         print(READY_FORMAT.format(port=port, accuracy=model.accuracy), file=ready_out, flush=True)
@@ -125,6 +283,18 @@ def _serve(options: ServeOptions, *, cache_dir: Path | None, mnist_npz: Path | N
         sys.stderr.flush()
         os._exit(code)
     return code
+
+
+def warmup_batches(max_batch_size: int) -> tuple[int, ...]:
+    """Every batch size up to 64, then powers of two, then the maximum: the first call at
+    a new size costs extra (oneDNN prepares its kernels per shape), so pay it before READY."""
+    sizes = set(range(1, min(max_batch_size, 64) + 1))
+    size = 128
+    while size < max_batch_size:
+        sizes.add(size)
+        size *= 2
+    sizes.add(max_batch_size)
+    return tuple(sorted(sizes))
 
 
 def _reserve_stdout() -> TextIO:

@@ -3,17 +3,22 @@
 The only module in raysiege that imports TensorFlow. A freshly trained model is exported
 as a SavedModel and loaded back, so a first start and a cached start serve through the
 same code path: one restored `tf.function` with the input signature float32 [None, 784],
-which never retraces across batch sizes.
+called through its single concrete function, so it never retraces across batch sizes
+(and skips the tf.function dispatch, half the cost of a small batch here). Training is
+done under a file lock, so workers started together train once and the others load it.
+`configure_threads` sets TensorFlow's thread pools; call it before anything else here.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -53,6 +58,20 @@ class LoadedModel:
     path: Path
 
 
+def configure_threads(intra_op: int, inter_op: int) -> None:
+    """TensorFlow's thread pools (0: TensorFlow's default, one thread per core).
+
+    Must run before TensorFlow executes anything: the pools are fixed at first use.
+    """
+    tf.config.threading.set_intra_op_parallelism_threads(intra_op)
+    tf.config.threading.set_inter_op_parallelism_threads(inter_op)
+    log.info(
+        "TensorFlow threads: intra-op %s, inter-op %s",
+        intra_op or "default",
+        inter_op or "default",
+    )
+
+
 def load_or_train(
     plan: TrainingPlan, cache_dir: Path, *, warmup_batches: tuple[int, ...] = (1,)
 ) -> LoadedModel:
@@ -61,9 +80,12 @@ def load_or_train(
     trained = False
     saved = _try_load(path)
     if saved is None:
-        _train_and_save(plan, path)
-        trained = True
-        saved = tf.saved_model.load(str(path))
+        with _training_lock(path):
+            saved = _try_load(path)  # another process may have trained it meanwhile
+            if saved is None:
+                _train_and_save(plan, path)
+                trained = True
+                saved = tf.saved_model.load(str(path))
     predict = _Predictor(saved)
     _warm_up(predict, warmup_batches)
     accuracy = holdout_accuracy(predict, plan.split.test)
@@ -77,15 +99,20 @@ def load_or_train(
 
 
 class _Predictor:
-    """Calls the SavedModel's endpoint. It holds the loaded object, not only the function:
-    the variables are freed with the object, and the function would then fail."""
+    """Calls the SavedModel endpoint's one concrete function. It holds the loaded object,
+    not only the function: the variables are freed with the object, and the function
+    would then fail."""
 
     def __init__(self, saved: object) -> None:
         self._saved = saved
-        self._endpoint = getattr(saved, ENDPOINT)
+        self._function = getattr(saved, ENDPOINT).get_concrete_function(*_SIGNATURE)
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
-        return self._endpoint(pixels).numpy()
+        return self._function(tf.convert_to_tensor(pixels, tf.float32)).numpy()
+
+    def tracing_count(self) -> int:
+        """Concrete functions of the endpoint: stays 1 whatever the batch sizes served."""
+        return len(getattr(self._saved, ENDPOINT)._list_all_concrete_functions())
 
 
 def holdout_accuracy(
@@ -128,6 +155,18 @@ def _try_load(path: Path) -> object | None:
         return None
     log.info("loaded cached model from %s in %.2f s", path, time.perf_counter() - started)
     return saved
+
+
+@contextlib.contextmanager
+def _training_lock(path: Path) -> Iterator[None]:
+    """Held while one process trains `path`; the others wait, then load what it saved."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / f".{path.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _train_and_save(plan: TrainingPlan, path: Path) -> None:
@@ -178,5 +217,9 @@ def _warm_up(predict: Callable[[np.ndarray], np.ndarray], batches: tuple[int, ..
     for batch in batches:
         predict(np.zeros((batch, PIXELS), dtype=np.float32))
     log.info(
-        "warmed up at batch sizes %s in %.1f ms", batches, (time.perf_counter() - started) * 1e3
+        "warmed up at %d batch sizes from %d to %d in %.1f ms",
+        len(batches),
+        min(batches),
+        max(batches),
+        (time.perf_counter() - started) * 1e3,
     )

@@ -1,10 +1,12 @@
 """The gRPC inference server: Open Inference Protocol (KServe V2), health and reflection.
 
-`serve()` wires a run: it starts listening at once (ServerLive answers, health says
-NOT_SERVING), loads the model in a background thread, then marks itself ready and calls
-`on_ready`; on SIGTERM/SIGINT it reports NOT_SERVING, stops accepting, drains in-flight
-calls for a grace period and returns 0. The model is injected (`load`), so this module
-never imports TensorFlow and tests can serve a fake.
+`serve()` wires one server process: it starts listening at once (ServerLive answers,
+health says NOT_SERVING) and serves /metrics if asked, loads the model in a background
+thread, then starts the batcher over it, marks itself ready and calls `on_ready`; on
+SIGTERM/SIGINT it reports NOT_SERVING, stops accepting, drains in-flight calls for a
+grace period and returns 0. The model is injected (`load`), so this module never imports
+TensorFlow and tests can serve a fake. Several such processes on one port are the
+business of `model_server.workers`.
 """
 
 from __future__ import annotations
@@ -15,214 +17,183 @@ import signal
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
 
 import grpc
-import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
+from prometheus_client import CollectorRegistry
 
-from model_server import __version__
-from model_server.api import grpc_predict_v2_pb2 as pb
-from model_server.api import grpc_predict_v2_pb2_grpc as pb_grpc
-from model_server.tensors import (
-    CLASSES,
-    INPUT_NAME,
-    OUTPUT_NAME,
-    PIXELS,
-    TensorError,
-    decode_infer_request,
-    encode_infer_response,
-)
+from model_server.batching import Batcher, BatchingOptions
+from model_server.metrics import MetricsEndpoint, MetricsPortError, ServerMetrics, serve_metrics
+from model_server.service import MODEL_NAME, SERVICE_NAME, InferenceService, Model
+from model_server.tensors import PIXELS
 
 log = logging.getLogger(__name__)
 
-SERVER_NAME = "raysiege-model-server"
-MODEL_NAME = "mnist"
-MODEL_VERSION = "1"
-MODEL_PLATFORM = "tensorflow_savedmodel"
-SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 LOADER_THREAD = "model-loader"
+
+__all__ = [
+    "LOADER_THREAD",
+    "MODEL_NAME",
+    "SERVICE_NAME",
+    "Model",
+    "RunningServer",
+    "ServeError",
+    "ServeOptions",
+    "serve",
+    "start_server",
+]
 
 
 class ServeError(RuntimeError):
     """The server could not start (for example, the port is taken)."""
 
 
-class Model(Protocol):
-    """What the server needs from a model; `model.LoadedModel` is one."""
-
-    @property
-    def accuracy(self) -> float: ...
-
-    @property
-    def predict(self) -> Callable[[np.ndarray], np.ndarray]: ...
-
-
 @dataclass(frozen=True)
 class ServeOptions:
+    """Everything `serve` needs; `settings()` is what the metadata calls report."""
+
     host: str = "127.0.0.1"
     port: int = 0
-    max_batch: int = 1024
     grace_s: float = 5.0
-    workers: int = 2
+    max_request_batch: int = 1024
+    batching: BatchingOptions = field(default_factory=BatchingOptions)
+    # Share the port with the other workers (SO_REUSEPORT); off, a taken port is an error.
+    reuse_port: bool = False
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = None  # None: no /metrics endpoint in this process
+    # Reported only: they are applied by the CLI (processes) and the model (TF threads).
+    workers: int = 1
+    intra_op_threads: int = 0
+    inter_op_threads: int = 0
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be 0..65535, got {self.port}")
-        if self.max_batch < 1:
-            raise ValueError(f"max_batch must be >= 1, got {self.max_batch}")
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            raise ValueError(f"metrics_port must be 0..65535, got {self.metrics_port}")
+        if self.max_request_batch < 1:
+            raise ValueError(f"max_request_batch must be >= 1, got {self.max_request_batch}")
         if self.grace_s < 0:
             raise ValueError(f"grace_s must be >= 0, got {self.grace_s}")
         if self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
+        if self.intra_op_threads < 0 or self.inter_op_threads < 0:
+            raise ValueError("TensorFlow thread counts must be >= 0 (0: TensorFlow decides)")
 
     @property
     def max_message_bytes(self) -> int:
         # Room for twice the largest valid FP32 request, so an oversized batch still
-        # reaches the decoder and gets INVALID_ARGUMENT rather than RESOURCE_EXHAUSTED.
-        return max(4 << 20, 2 * self.max_batch * PIXELS * 4 + (64 << 10))
+        # reaches the decoder and gets INVALID_ARGUMENT; larger messages are refused by
+        # gRPC itself with RESOURCE_EXHAUSTED.
+        return max(4 << 20, 2 * self.max_request_batch * PIXELS * 4 + (64 << 10))
 
-
-class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
-    """inference.GRPCInferenceService over one model, `mnist` version 1."""
-
-    def __init__(self, *, max_batch: int, executor: ThreadPoolExecutor) -> None:
-        self._max_batch = max_batch
-        self._executor = executor
-        self._model: Model | None = None
-        self._stopping = False
-
-    def set_model(self, model: Model) -> None:
-        self._model = model
-
-    def begin_shutdown(self) -> None:
-        self._stopping = True
-
-    @property
-    def ready(self) -> bool:
-        return self._model is not None and not self._stopping
-
-    async def ServerLive(
-        self, request: pb.ServerLiveRequest, context: grpc.aio.ServicerContext
-    ) -> pb.ServerLiveResponse:
-        return pb.ServerLiveResponse(live=True)
-
-    async def ServerReady(
-        self, request: pb.ServerReadyRequest, context: grpc.aio.ServicerContext
-    ) -> pb.ServerReadyResponse:
-        return pb.ServerReadyResponse(ready=self.ready)
-
-    async def ModelReady(
-        self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext
-    ) -> pb.ModelReadyResponse:
-        # A readiness probe for a model we do not have answers "not ready", as Triton does.
-        known = request.name == MODEL_NAME and request.version in ("", MODEL_VERSION)
-        return pb.ModelReadyResponse(ready=known and self.ready)
-
-    async def ServerMetadata(
-        self, request: pb.ServerMetadataRequest, context: grpc.aio.ServicerContext
-    ) -> pb.ServerMetadataResponse:
-        return pb.ServerMetadataResponse(name=SERVER_NAME, version=__version__)
-
-    async def ModelMetadata(
-        self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext
-    ) -> pb.ModelMetadataResponse:
-        await _check_model(request.name, request.version, context)
-        tensor = pb.ModelMetadataResponse.TensorMetadata
-        return pb.ModelMetadataResponse(
-            name=MODEL_NAME,
-            versions=[MODEL_VERSION],
-            platform=MODEL_PLATFORM,
-            inputs=[tensor(name=INPUT_NAME, datatype="FP32", shape=[-1, PIXELS])],
-            outputs=[tensor(name=OUTPUT_NAME, datatype="FP32", shape=[-1, CLASSES])],
-        )
-
-    async def ModelInfer(
-        self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
-    ) -> pb.ModelInferResponse:
-        await _check_model(request.model_name, request.model_version, context)
-        model = self._model
-        if model is None or self._stopping:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, f"model {MODEL_NAME!r} is not ready")
-        try:
-            decoded = decode_infer_request(request, max_batch=self._max_batch)
-        except TensorError as error:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))  # raises
-        loop = asyncio.get_running_loop()
-        probabilities = await loop.run_in_executor(self._executor, model.predict, decoded.pixels)
-        return encode_infer_response(
-            probabilities,
-            raw=decoded.raw,
-            model_name=MODEL_NAME,
-            model_version=MODEL_VERSION,
-            request_id=request.id,
-        )
-
-
-async def _check_model(name: str, version: str, context: grpc.aio.ServicerContext) -> None:
-    if name != MODEL_NAME:
-        await context.abort(
-            grpc.StatusCode.NOT_FOUND, f"unknown model {name!r}: this server has {MODEL_NAME!r}"
-        )
-    if version not in ("", MODEL_VERSION):
-        await context.abort(
-            grpc.StatusCode.NOT_FOUND,
-            f"unknown version {version!r} of model {MODEL_NAME!r}: it has {MODEL_VERSION!r}",
-        )
+    def settings(self) -> dict[str, str]:
+        batching = self.batching
+        return {
+            "dynamic_batching": "on" if batching.enabled else "off",
+            "max_batch_size": str(batching.max_batch_size),
+            "batch_timeout_us": str(round(batching.batch_timeout_s * 1e6)),
+            "batch_threads": str(batching.batch_threads),
+            "max_enqueued_batches": str(batching.max_enqueued_batches),
+            "max_request_batch": str(self.max_request_batch),
+            "workers": str(self.workers),
+            "intra_op_threads": str(self.intra_op_threads),
+            "inter_op_threads": str(self.inter_op_threads),
+        }
 
 
 @dataclass
 class RunningServer:
-    """A started gRPC server with its servicers; not ready until `mark_ready`."""
+    """A started gRPC server with its service; not ready until `mark_ready`."""
 
     server: grpc.aio.Server
     port: int
-    servicer: InferenceServicer
+    options: ServeOptions
+    service: InferenceService
     health: health_aio.HealthServicer
+    metrics: ServerMetrics
+    registry: CollectorRegistry
     executor: ThreadPoolExecutor
+    metrics_endpoint: MetricsEndpoint | None = None
+    batcher: Batcher | None = None
+
+    @property
+    def metrics_port(self) -> int | None:
+        return None if self.metrics_endpoint is None else self.metrics_endpoint.port
 
     async def mark_ready(self, model: Model) -> None:
-        self.servicer.set_model(model)
+        """Start batching into `model`, then answer ready and report SERVING."""
+        batcher = Batcher(
+            model.predict, self.options.batching, self.executor, observer=self.metrics
+        )
+        batcher.start()
+        self.batcher = batcher
+        self.service.set_batcher(batcher)
         for service in ("", SERVICE_NAME):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
 
     async def shutdown(self, grace_s: float) -> None:
         """NOT_SERVING, stop accepting, let in-flight calls finish for up to `grace_s`."""
-        self.servicer.begin_shutdown()
+        self.service.begin_shutdown()
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace_s)
+        if self.batcher is not None:
+            await self.batcher.close()
         self.executor.shutdown(wait=True)
+        if self.metrics_endpoint is not None:
+            self.metrics_endpoint.close()
 
 
-async def start_server(options: ServeOptions) -> RunningServer:
-    """Listen on options.host:options.port (0 picks one) with health NOT_SERVING."""
+async def start_server(
+    options: ServeOptions, *, registry: CollectorRegistry | None = None
+) -> RunningServer:
+    """Listen on options.host:options.port (0 picks one) with health NOT_SERVING, and
+    serve /metrics when options.metrics_port is set."""
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", options.max_message_bytes),
-            # Fail on a port in use instead of silently sharing it with another server.
-            ("grpc.so_reuseport", 0),
+            # Alone, fail on a port in use instead of silently sharing it with another
+            # server; as one of several workers, share it on purpose.
+            ("grpc.so_reuseport", 1 if options.reuse_port else 0),
         ]
     )
     try:
         port = server.add_insecure_port(f"{options.host}:{options.port}")
     except RuntimeError as error:
-        raise ServeError(f"cannot listen on {options.host}:{options.port}: {error}") from error
-    executor = ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="infer")
-    servicer = InferenceServicer(max_batch=options.max_batch, executor=executor)
+        raise ServeError(
+            f"cannot listen on {options.host}:{options.port} (is the port taken?): {error}"
+        ) from error
+    registry = registry if registry is not None else CollectorRegistry()
+    metrics = ServerMetrics(registry, max_batch_size=options.batching.max_batch_size)
+    endpoint = None
+    if options.metrics_port is not None:
+        try:
+            endpoint = serve_metrics(registry, options.metrics_host, options.metrics_port)
+        except MetricsPortError as error:
+            await server.stop(None)
+            raise ServeError(str(error)) from error
+    service = InferenceService(
+        max_request_batch=options.max_request_batch, metrics=metrics, settings=options.settings()
+    )
     health = health_aio.HealthServicer()
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
+    server.add_generic_rpc_handlers((service.generic_handler(),))
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     health_service = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
     reflection.enable_server_reflection(
         [SERVICE_NAME, health_service, reflection.SERVICE_NAME], server
     )
-    for service in ("", SERVICE_NAME):
-        await health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
+    for service_name in ("", SERVICE_NAME):
+        await health.set(service_name, health_pb2.HealthCheckResponse.NOT_SERVING)
     await server.start()
-    return RunningServer(server, port, servicer, health, executor)
+    executor = ThreadPoolExecutor(
+        max_workers=options.batching.batch_threads, thread_name_prefix="batch"
+    )
+    return RunningServer(
+        server, port, options, service, health, metrics, registry, executor, endpoint
+    )
 
 
 async def serve(
@@ -242,6 +213,8 @@ async def serve(
     loop = asyncio.get_running_loop()
     running = await start_server(options)
     log.info("listening on %s:%d; loading the model", options.host, running.port)
+    if running.metrics_port is not None:
+        log.info("metrics on http://%s:%d/metrics", options.metrics_host, running.metrics_port)
     signals = (signal.SIGTERM, signal.SIGINT) if handle_signals else ()
     for signum in signals:
         loop.add_signal_handler(signum, stop.set)

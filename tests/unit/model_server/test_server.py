@@ -31,7 +31,7 @@ from model_server.server import (
 
 pytestmark = pytest.mark.timeout(60)
 TIMEOUT = 10
-OPTIONS = ServeOptions(port=0, max_batch=4, grace_s=10)
+OPTIONS = ServeOptions(port=0, max_request_batch=4, grace_s=10)
 
 
 @dataclass
@@ -207,7 +207,7 @@ def test_shutdown_reports_not_serving_and_lets_the_in_flight_call_finish() -> No
             stopping = asyncio.ensure_future(running.shutdown(OPTIONS.grace_s))
 
             assert (await watch.read()).status == health_pb2.HealthCheckResponse.NOT_SERVING
-            assert not running.servicer.ready
+            assert not running.service.ready
             watch.cancel()  # a watch would otherwise hold the server for the whole grace
             model.hold.set()
             reply = await in_flight
