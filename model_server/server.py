@@ -212,12 +212,13 @@ async def serve(
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     running = await start_server(options)
-    log.info("listening on %s:%d; loading the model", options.host, running.port)
-    if running.metrics_port is not None:
-        log.info("metrics on http://%s:%d/metrics", options.metrics_host, running.metrics_port)
     signals = (signal.SIGTERM, signal.SIGINT) if handle_signals else ()
     for signum in signals:
         loop.add_signal_handler(signum, stop.set)
+    # Logged once the signals are handled: from here a SIGTERM is a graceful stop.
+    log.info("listening on %s:%d; loading the model", options.host, running.port)
+    if running.metrics_port is not None:
+        log.info("metrics on http://%s:%d/metrics", options.metrics_host, running.metrics_port)
     code = 0
     try:
         loading = _in_daemon_thread(load, name=LOADER_THREAD)

@@ -127,6 +127,7 @@ async def _supervise(
         shutil.rmtree(directory, ignore_errors=True)
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
+    log.info("stopped (exit code %d)", code)
     return code
 
 

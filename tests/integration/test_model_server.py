@@ -1,4 +1,5 @@
-"""The real model server as a subprocess: trained model, gRPC API, health, reflection, shutdown.
+"""The real model server as a subprocess: trained model, gRPC API, health, reflection,
+metrics, bad input, shutdown, and the clear failures (port taken, model that cannot load).
 
 One server per module (`python -m model_server serve --port 0 --cache-dir <tmp>`), waited
 for by its READY line; a second one on the same cache shows the cached load and SIGTERM.
@@ -6,7 +7,11 @@ for by its READY line; a second one on the same cache shows the cached load and 
 
 from __future__ import annotations
 
+import os
+import shutil
 import signal
+import subprocess
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,10 +21,12 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
 
 from model_server import __version__
 from model_server.api import grpc_predict_v2_pb2 as pb
 from model_server.api import grpc_predict_v2_pb2_grpc as pb_grpc
+from model_server.batching import BatchingOptions
 from model_server.data import Digits, load_sample, split_sample
 from tests.support.processes import Child, python
 
@@ -30,20 +37,29 @@ TIMEOUT = 30
 MAX_BATCH = 1024
 
 
+METRICS = r"metrics on http://127\.0\.0\.1:(\d+)/metrics"
+
+
 @dataclass
 class Server:
     child: Child
     port: int
     accuracy: float
     cache_dir: Path
+    metrics_port: int
+
+
+def serve_argv(cache_dir: Path, *flags: str) -> list[str]:
+    return python("-m", "model_server", "serve", "--cache-dir", str(cache_dir), *flags)
 
 
 def start(cache_dir: Path) -> Server:
-    child = Child(
-        python("-m", "model_server", "serve", "--port", "0", "--cache-dir", str(cache_dir))
-    )
+    child = Child(serve_argv(cache_dir, "--port", "0"))  # --port 0: ephemeral metrics too
     match = child.wait_for_line(READY, timeout_s=120)
-    return Server(child, int(match.group(1)), float(match.group(2)), cache_dir)
+    metrics = child.wait_for_line(METRICS, stream="stderr", timeout_s=10)
+    return Server(
+        child, int(match.group(1)), float(match.group(2)), cache_dir, int(metrics.group(1))
+    )
 
 
 @pytest.fixture(scope="module")
@@ -289,6 +305,132 @@ def test_reflection_lists_the_services(channel: grpc.Channel) -> None:
     (reply,) = list(reflection.ServerReflectionInfo(requests, timeout=TIMEOUT))
     names = {service.name for service in reply.list_services_response.service}
     assert {"inference.GRPCInferenceService", "grpc.health.v1.Health"} <= names
+
+
+def scrape(server: Server) -> bytes:
+    url = f"http://127.0.0.1:{server.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=TIMEOUT) as reply:
+        return reply.read()
+
+
+def sample(exposition: bytes, name: str, **labels: str) -> float:
+    for family in text_string_to_metric_families(exposition.decode()):
+        for found in family.samples:
+            if found.name == name and found.labels == labels:
+                return found.value
+    return 0.0
+
+
+def promtool() -> str:
+    path = shutil.which("promtool")
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail("promtool is missing: .ci/run installs Debian's prometheus package")
+        pytest.skip("promtool is not installed (apt-get install prometheus)")
+    return path
+
+
+def test_metrics_count_the_calls_and_pass_promtool(
+    server: Server, stub: pb_grpc.GRPCInferenceServiceStub
+) -> None:
+    before = scrape(server)
+    for _ in range(3):
+        stub.ModelInfer(_good(), timeout=TIMEOUT)
+    with pytest.raises(grpc.RpcError):
+        stub.ModelInfer(_raw(bytes(100), [1, 784]), timeout=TIMEOUT)
+    after = scrape(server)
+
+    def delta(name: str, **labels: str) -> float:
+        return sample(after, name, **labels) - sample(before, name, **labels)
+
+    assert delta("model_server_requests_total", method="ModelInfer", code="OK") == 3
+    assert delta("model_server_requests_total", method="ModelInfer", code="INVALID_ARGUMENT") == 1
+    assert delta("model_server_request_duration_seconds_count", method="ModelInfer") == 4
+    assert delta("model_server_batch_size_sum") == 3  # the bad one never reached the model
+    assert delta("model_server_inference_duration_seconds_count") == 3
+    assert sample(after, "model_server_in_flight_requests") == 0
+    assert sample(after, "model_server_queue_depth") == 0
+    result = subprocess.run(
+        [promtool(), "check", "metrics"], input=after, capture_output=True, timeout=60
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr).decode()
+
+
+def test_bytes_that_do_not_parse_are_invalid_argument(
+    channel: grpc.Channel, stub: pb_grpc.GRPCInferenceServiceStub
+) -> None:
+    infer = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
+    with pytest.raises(grpc.RpcError) as caught:
+        infer(b"\x0a\x05mn", timeout=TIMEOUT)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "not a valid inference.ModelInferRequest" in caught.value.details()
+    assert probabilities_of(stub.ModelInfer(_good(), timeout=TIMEOUT)).shape == (1, 10)
+
+
+def test_an_oversized_message_is_resource_exhausted(stub: pb_grpc.GRPCInferenceServiceStub) -> None:
+    too_big = 2 * MAX_BATCH * 784 * 4 + (1 << 20)  # past the server's receive limit
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.ModelInfer(_raw(bytes(too_big), [1, 784]), timeout=TIMEOUT)
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert probabilities_of(stub.ModelInfer(_good(), timeout=TIMEOUT)).shape == (1, 10)
+
+
+def test_a_request_larger_than_a_batch_is_split_and_answered_whole(
+    stub: pb_grpc.GRPCInferenceServiceStub, holdout: Digits
+) -> None:
+    images = holdout.images[: BatchingOptions().max_batch_size * 2 + 3]
+    reply = stub.ModelInfer(request_for(images, raw=True), timeout=TIMEOUT)
+    whole = probabilities_of(reply)
+    pieces = np.concatenate(
+        [
+            probabilities_of(
+                stub.ModelInfer(request_for(images[i : i + 50], raw=True), timeout=TIMEOUT)
+            )
+            for i in range(0, len(images), 50)
+        ]
+    )
+    np.testing.assert_allclose(whole, pieces, atol=1e-6)
+
+
+def test_the_settings_are_in_the_server_metadata(stub: pb_grpc.GRPCInferenceServiceStub) -> None:
+    defaults = BatchingOptions()
+    extensions = set(stub.ServerMetadata(pb.ServerMetadataRequest(), timeout=TIMEOUT).extensions)
+    assert {
+        "dynamic_batching=on",
+        f"max_batch_size={defaults.max_batch_size}",
+        f"batch_timeout_us={round(defaults.batch_timeout_s * 1e6)}",
+        f"batch_threads={defaults.batch_threads}",
+        f"max_enqueued_batches={defaults.max_enqueued_batches}",
+        f"max_request_batch={MAX_BATCH}",
+        "workers=1",
+        f"intra_op_threads={len(os.sched_getaffinity(0))}",
+        "inter_op_threads=1",
+    } == extensions
+
+
+def test_a_taken_port_is_a_clear_error_and_exit_1(server: Server) -> None:
+    child = Child(serve_argv(server.cache_dir, "--port", str(server.port), "--no-metrics"))
+    assert child.wait(timeout_s=60) == 1
+    assert f"cannot listen on 127.0.0.1:{server.port}" in child.text("stderr")
+    assert child.stdout == []
+
+
+def test_a_taken_metrics_port_is_a_clear_error_and_exit_1(server: Server) -> None:
+    child = Child(
+        serve_argv(server.cache_dir, "--port", "0", "--metrics-port", str(server.metrics_port))
+    )
+    assert child.wait(timeout_s=60) == 1
+    assert f"cannot serve metrics on 127.0.0.1:{server.metrics_port}" in child.text("stderr")
+    assert child.stdout == []
+
+
+def test_a_model_that_cannot_load_is_a_clear_error_and_exit_1(tmp_path: Path) -> None:
+    broken = tmp_path / "mnist.npz"
+    broken.write_bytes(b"this is not an npz file")
+    child = Child(serve_argv(tmp_path, "--port", "0", "--mnist-npz", str(broken)))
+    assert child.wait(timeout_s=120) == 1
+    assert "could not load the model" in child.text("stderr")
+    assert child.stdout == []
 
 
 def test_second_start_loads_the_cached_model_and_exits_0_on_sigterm(server: Server) -> None:

@@ -178,6 +178,8 @@ def test_triton_client_talks_to_our_server(server_port: int) -> None:
     assert session["ours_imported"] == []
     assert (session["live"], session["ready"], session["model_ready"]) == (True, True, True)
     assert session["server"]["name"] == "raysiege-model-server"
+    # The settings travel where the published message has room: its extensions.
+    assert "dynamic_batching=on" in session["server"]["extensions"]
     metadata = session["metadata"]
     assert (metadata["name"], metadata["versions"]) == ("mnist", ["1"])
     assert [(t["name"], t["datatype"], t["shape"]) for t in metadata["inputs"]] == [
