@@ -41,18 +41,28 @@ class AgentActor:
 
     async def run(self, spec: dict[str, Any]) -> AsyncIterator[bytes]:
         """Run the load described by `spec` (an AgentSpec as a dict); yield serialized reports."""
-        agent_spec = AgentSpec(**spec)
+        s = AgentSpec.from_dict(spec)
         where = self.where()
-        target = Target(agent_spec.target)
+        target = Target(s.target, tls=s.tls, metadata=s.metadata)
         try:
             tensors = await target.describe(
-                agent_spec.model_name, agent_spec.model_version, agent_spec.connect_timeout_s
+                s.model_name,
+                s.model_version,
+                s.connect_timeout_s,
+                input_name=s.input_name,
+                output_name=s.output_name,
+                datatype=s.datatype,
             )
             payloads = build_payloads(
-                load_sample(), tensors, batch_size=agent_spec.batch_size, seed=agent_spec.seed
+                load_sample(),
+                tensors,
+                batch_size=s.batch_size,
+                seed=s.seed,
+                order=s.digits,
+                contents=s.contents,
             )
             engine = LoadEngine(
-                agent_spec,
+                s,
                 target.infer,
                 payloads,
                 tensors,

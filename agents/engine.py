@@ -1,9 +1,14 @@
 """The load loop: sends requests as a pacer says, records every outcome, reports intervals.
 
 `LoadEngine` knows nothing of Ray or sockets: the call that sends one serialized request,
-the clocks and the payloads are passed in, so a fake call with a controlled latency tests
-the accounting exactly. It yields one `IntervalReport` per interval while it runs and a
-final one (`final=True`) after the last in-flight request has completed or timed out.
+the clocks, the sleep and the payloads are passed in, so a fake call with a controlled
+latency tests the accounting exactly. It yields one `IntervalReport` per interval while
+it runs and a final one (`final=True`) after the last in-flight request has completed or
+timed out.
+
+The load loop watches itself: each report carries the interval's send lag (actual minus
+intended send time), the arrivals dropped at the in-flight cap, the largest event-loop
+lag and the CPU time used, and says whether the agent fell `behind` its schedule.
 """
 
 from __future__ import annotations
@@ -12,13 +17,13 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 
 import grpc
 
 from agents.histogram import Recorder
-from agents.pacing import Closed, ConstantRate
+from agents.pacing import Closed, ConstantProfile, OpenLoop, StagesProfile, target_at
 from agents.payload import Payload, TensorSpec, predicted_classes
 from agents.spec import AgentSpec
 from model_server.api import report_pb2
@@ -26,7 +31,7 @@ from model_server.api import report_pb2
 log = logging.getLogger(__name__)
 
 # Sends one serialized ModelInferRequest with a deadline (seconds) and returns the
-# serialized response; raises grpc.aio.AioRpcError (or asyncio.TimeoutError) on failure.
+# serialized response; raises grpc.aio.AioRpcError (or TimeoutError) on failure.
 Call = Callable[[bytes, float], Awaitable[bytes]]
 
 
@@ -41,6 +46,7 @@ class _Interval:
     dropped: int = 0
     checked: int = 0
     correct: int = 0
+    loop_lag_max_s: float = 0.0
 
 
 def status_name(error: BaseException) -> str:
@@ -52,6 +58,17 @@ def status_name(error: BaseException) -> str:
     if isinstance(error, asyncio.CancelledError):
         return grpc.StatusCode.CANCELLED.name
     return grpc.StatusCode.UNKNOWN.name
+
+
+def boundaries(interval_s: float, warmup_s: float) -> Iterator[float]:
+    """Report times after the start: every interval, plus the end of the warm-up."""
+    k = 1
+    while True:
+        tick = k * interval_s
+        if (k - 1) * interval_s < warmup_s < tick:
+            yield warmup_s
+        yield tick
+        k += 1
 
 
 class LoadEngine:
@@ -82,9 +99,8 @@ class LoadEngine:
         self._cpu = cpu
         self._sleep = sleep
         self._pacer = spec.pacer()
-        self._check_every = (
-            0 if spec.check_fraction <= 0 else max(1, round(1 / spec.check_fraction))
-        )
+        fraction = spec.check_fraction
+        self._check_every = 0 if fraction <= 0 else max(1, round(1 / fraction))
         self._cur = _Interval()
         self._in_flight = 0
         self._sent_total = 0
@@ -94,41 +110,66 @@ class LoadEngine:
     # -- the run ---------------------------------------------------------------------
 
     async def run(self) -> AsyncIterator[report_pb2.IntervalReport]:
-        """Drive the load; yield a report every `interval_s` and a final one at the end."""
+        """Drive the load; yield a report every `interval_s` and a final one at the end.
+
+        With a warm-up, one report ends exactly where the warm-up does, and the reports
+        up to there carry `warmup=True`.
+        """
         self._start = self._clock()
-        wall_start = self._wall()
         cpu_mark = self._cpu()
         seq = 0
-        interval_start_wall = wall_start
+        interval_start = self._wall()
         drive = asyncio.ensure_future(self._drive())
+        monitor = asyncio.ensure_future(self._watch_loop())
         try:
-            next_tick = self._start + self.spec.interval_s
-            while True:
-                await asyncio.wait({drive}, timeout=max(0.0, next_tick - self._clock()))
+            for offset in boundaries(self.spec.interval_s, self.spec.warmup_s):
+                tick = self._start + offset
+                await asyncio.wait({drive}, timeout=max(0.0, tick - self._clock()))
                 if drive.done():
                     break
-                now_wall = self._wall()
-                cpu_now = self._cpu()
-                yield self._report(
-                    seq, interval_start_wall, now_wall, cpu_now - cpu_mark, final=False
-                )
+                now, cpu_now = self._wall(), self._cpu()
+                warmup = offset <= self.spec.warmup_s
+                yield self._report(seq, interval_start, now, cpu_now - cpu_mark, False, warmup)
                 seq += 1
-                interval_start_wall, cpu_mark = now_wall, cpu_now
-                next_tick += self.spec.interval_s
+                interval_start, cpu_mark = now, cpu_now
             drive.result()  # re-raise a failure of the load loop itself
-            now_wall = self._wall()
-            yield self._report(
-                seq, interval_start_wall, now_wall, self._cpu() - cpu_mark, final=True
-            )
+            warmup = self._clock() - self._start <= self.spec.warmup_s
+            cpu_s = self._cpu() - cpu_mark
+            yield self._report(seq, interval_start, self._wall(), cpu_s, True, warmup)
         finally:
+            monitor.cancel()
             if not drive.done():
                 drive.cancel()
 
+    async def _watch_loop(self, period_s: float = 0.05) -> None:
+        """Event-loop lag: how late a timer fires; the largest goes in each report."""
+        while True:
+            before = self._clock()
+            await self._sleep(period_s)
+            lag = self._clock() - before - period_s
+            if lag > self._cur.loop_lag_max_s:
+                self._cur.loop_lag_max_s = lag
+
+    def _target_now(self) -> float:
+        """What the schedule asks for now: a rate (open loop) or a concurrency (closed)."""
+        elapsed = self._clock() - self._start
+        pacer = self._pacer
+        if isinstance(pacer, Closed):
+            return float(pacer.concurrency_at(elapsed))
+        profile = pacer.profile
+        if isinstance(profile, ConstantProfile):
+            return profile.rate
+        if isinstance(profile, StagesProfile):
+            return target_at(profile.stages, profile.start, elapsed)
+        return 0.0
+
     def _report(
-        self, seq: int, start: float, end: float, cpu_s: float, *, final: bool
+        self, seq: int, start: float, end: float, cpu_s: float, final: bool, warmup: bool
     ) -> report_pb2.IntervalReport:
         cur, self._cur = self._cur, _Interval()
         spec = self.spec
+        late = cur.send_lag.count > 0 and cur.send_lag.percentile_s(99.0) > spec.max_send_lag_s
+        is_open = spec.load_model == "open"
         return report_pb2.IntervalReport(
             run_id=spec.run_id,
             agent_index=spec.agent_index,
@@ -147,18 +188,25 @@ class LoadEngine:
             cpu_s=cpu_s,
             load_model=spec.load_model,
             final=final,
-            target_rate=(spec.rate or 0.0) if spec.load_model == "open" else 0.0,
+            target_rate=(spec.rate or 0.0) if is_open else 0.0,
             sent=cur.sent,
+            warmup=warmup,
+            behind=late or cur.dropped > 0,
+            loop_lag_max_s=max(0.0, cur.loop_lag_max_s),
+            arrival=spec.arrival if is_open else "",
+            target=self._target_now(),
         )
+
+    # -- the load ----------------------------------------------------------------------
 
     async def _drive(self) -> None:
         pacer = self._pacer
-        if isinstance(pacer, ConstantRate):
+        if isinstance(pacer, OpenLoop):
             await self._open_loop(pacer)
         else:
             await self._closed_loop(pacer)
 
-    async def _open_loop(self, pacer: ConstantRate) -> None:
+    async def _open_loop(self, pacer: OpenLoop) -> None:
         in_flight: set[asyncio.Task[None]] = set()
         cap = self.spec.max_in_flight
         sent = 0
@@ -181,12 +229,18 @@ class LoadEngine:
         if in_flight:
             await asyncio.gather(*in_flight)
 
-    async def _closed_loop(self, pacer: Closed) -> None:
-        async def worker() -> None:
-            while not pacer.pace(self._clock() - self._start, self._sent_total).stop:
+    async def _closed_loop(self, pacer: Closed, idle_s: float = 0.02) -> None:
+        async def worker(k: int) -> None:
+            while True:
+                elapsed = self._clock() - self._start
+                if pacer.pace(elapsed, self._sent_total).stop:
+                    return
+                if k >= pacer.concurrency_at(elapsed):  # ramping: not this worker's turn yet
+                    await self._sleep(idle_s)
+                    continue
                 await self._one(self._clock())
 
-        await asyncio.gather(*(worker() for _ in range(pacer.concurrency)))
+        await asyncio.gather(*(worker(k) for k in range(pacer.max_concurrency)))
 
     async def _one(self, intended: float) -> None:
         """Send one request intended to leave at `intended`; record its outcome."""

@@ -40,6 +40,10 @@ class Recorder:
     def count(self) -> int:
         return self._hist.get_total_count()
 
+    def percentile_s(self, percentile: float) -> float:
+        """The value at `percentile` of what was recorded since the last take, seconds."""
+        return self._hist.get_value_at_percentile(percentile) / 1e6
+
     def take(self) -> bytes:
         """The encoded histogram of everything recorded since the last take, then reset.
 

@@ -30,29 +30,48 @@ class TensorSpec:
 SUPPORTED_DATATYPES = ("FP32", "UINT8")
 
 
-def spec_from_metadata(meta: pb.ModelMetadataResponse, version: str = "") -> TensorSpec:
-    """Pick the image input and the first output from a model's metadata.
+def spec_from_metadata(
+    meta: pb.ModelMetadataResponse,
+    version: str = "",
+    *,
+    input_name: str = "",
+    output_name: str = "",
+    datatype: str = "",
+) -> TensorSpec:
+    """Pick the image input and an output from a model's metadata.
 
-    Raises ValueError naming what the model offers when it takes no MNIST-shaped input.
+    By default the first MNIST-shaped input (FP32 or UINT8, [-1,784] or [-1,28,28]) and
+    the first output; `input_name`, `output_name` and `datatype` choose otherwise.
+    Raises ValueError naming what the model offers when nothing fits.
     """
+    if datatype and datatype not in SUPPORTED_DATATYPES:
+        raise ValueError(
+            f"datatype must be one of {', '.join(SUPPORTED_DATATYPES)}, got {datatype!r}"
+        )
     if not meta.inputs or not meta.outputs:
         raise ValueError(f"model {meta.name!r} lists no inputs or no outputs in its metadata")
+    outputs = [o.name for o in meta.outputs]
+    if output_name and output_name not in outputs:
+        raise ValueError(f"model {meta.name!r} has no output {output_name!r}; it has {outputs}")
     offered = []
     for tensor in meta.inputs:
         dims = tuple(tensor.shape)
         offered.append(f"{tensor.name} {tensor.datatype} {list(dims)}")
         image = dims[1:] if len(dims) > 1 and dims[0] in (-1,) else dims
+        if input_name and tensor.name != input_name:
+            continue
         if tensor.datatype in SUPPORTED_DATATYPES and image in ((PIXELS,), (28, 28)):
             return TensorSpec(
                 model_name=meta.name,
                 model_version=version,
                 input_name=tensor.name,
-                input_datatype=tensor.datatype,
+                input_datatype=datatype or tensor.datatype,
                 image_shape=image,
-                output_name=meta.outputs[0].name,
+                output_name=output_name or outputs[0],
             )
+    wanted = f"input {input_name!r}" if input_name else "MNIST-shaped input"
     raise ValueError(
-        f"model {meta.name!r} has no MNIST-shaped input (FP32 or UINT8, [-1,784] or [-1,28,28]); "
+        f"model {meta.name!r} has no {wanted} (FP32 or UINT8, [-1,784] or [-1,28,28]); "
         f"it offers: {', '.join(offered)}"
     )
 
@@ -70,33 +89,50 @@ def build_payloads(
     batch_size: int = 1,
     count: int = 512,
     seed: int = 0,
+    order: str = "cycle",
+    contents: str = "raw",
 ) -> list[Payload]:
-    """`count` requests of `batch_size` digits each, the digits in an order shuffled by `seed`.
+    """`count` requests of `batch_size` real digits each, the load loop cycles through them.
 
-    The shipped sample is sorted by label, so digits are never taken in file order.
+    `order` "cycle" takes the digits in an order shuffled by `seed` (the shipped sample is
+    sorted by label, so never in file order); "sample" draws them at random with
+    replacement. `contents` "raw" sends little-endian bytes in `raw_input_contents`,
+    "typed" sends `fp32_contents` / `uint_contents`.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if count < 1:
         raise ValueError(f"count must be >= 1, got {count}")
+    if order not in ("cycle", "sample"):
+        raise ValueError(f"order must be cycle or sample, got {order!r}")
+    if contents not in ("raw", "typed"):
+        raise ValueError(f"contents must be raw or typed, got {contents!r}")
     n = len(digits)
     total = batch_size * count
     rng = np.random.default_rng(seed)
-    index = np.concatenate([rng.permutation(n) for _ in range(-(-total // n))])[:total]
+    if order == "sample":
+        index = rng.integers(0, n, size=total)
+    else:
+        index = np.concatenate([rng.permutation(n) for _ in range(-(-total // n))])[:total]
     payloads = []
     for k in range(count):
         rows = index[k * batch_size : (k + 1) * batch_size]
         images = digits.images[rows]
-        if spec.input_datatype == "FP32":
-            data = (images.astype(np.float32) / 255.0).astype("<f4")
-        else:
-            data = images.astype(np.uint8)
         request = pb.ModelInferRequest(model_name=spec.model_name, model_version=spec.model_version)
         tensor = request.inputs.add()
         tensor.name = spec.input_name
         tensor.datatype = spec.input_datatype
         tensor.shape.extend([batch_size, *spec.image_shape])
-        request.raw_input_contents.append(data.tobytes())
+        if spec.input_datatype == "FP32":
+            data = (images.astype(np.float32) / 255.0).astype("<f4")
+            if contents == "typed":
+                tensor.contents.fp32_contents.extend(data.ravel().tolist())
+        else:
+            data = images.astype(np.uint8)
+            if contents == "typed":
+                tensor.contents.uint_contents.extend(data.ravel().tolist())
+        if contents == "raw":
+            request.raw_input_contents.append(data.tobytes())
         request.outputs.add().name = spec.output_name
         payloads.append(Payload(request=request.SerializeToString(), labels=digits.labels[rows]))
     return payloads

@@ -1,8 +1,9 @@
 """`coordinator`: the command line. Only `main()` turns errors into exit codes.
 
-Exit codes: 0 the run completed; 1 it completed but agents were lost (or another run
-failure); 2 usage or plan error, nothing started; 3 the target or the cluster could not be
-used; 130 interrupted.
+Exit codes: 0 the run completed and every threshold held; 1 a threshold failed (or agents
+were lost); 2 usage or plan error, nothing started; 3 the run was invalid (the generator
+could not keep up, too many agents lost) or the target or the cluster could not be used;
+130 interrupted (the summary of what was received is still written).
 """
 
 from __future__ import annotations
@@ -12,10 +13,21 @@ import asyncio
 import json
 import logging
 import sys
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from coordinator.errors import PlanError, RaysiegeError
-from coordinator.plan import Plan, parse_duration, parse_target
+from coordinator.plan import (
+    Plan,
+    load_plan_file,
+    override,
+    parse_duration,
+    parse_percent,
+    parse_stages,
+    parse_target,
+)
 from coordinator.progress import make_progress
 from coordinator.run import Run, RunOptions
 from coordinator.summary import format_summary
@@ -30,7 +42,7 @@ class _Parser(argparse.ArgumentParser):
         raise PlanError("arguments", message)
 
 
-def _positive_int(field: str):
+def _positive_int(field: str) -> Callable[[str], int]:
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -43,7 +55,7 @@ def _positive_int(field: str):
     return parse
 
 
-def _positive_float(field: str):
+def _positive_float(field: str) -> Callable[[str], float]:
     def parse(text: str) -> float:
         try:
             value = float(text)
@@ -56,13 +68,139 @@ def _positive_float(field: str):
     return parse
 
 
-def _port(field: str):
+def _port(field: str) -> Callable[[str], int]:
     def parse(text: str) -> int:
         if not text.isdigit() or not 0 <= int(text) < 65536:
             raise PlanError(field, f"{text!r} is not a port number (0-65535; 0 picks a free one)")
         return int(text)
 
     return parse
+
+
+def _header(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise PlanError("target.metadata", f"{text!r} is not KEY=VALUE")
+    return key.strip().lower(), value
+
+
+def _add_plan_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--plan", type=Path, help="a YAML plan; the flags below override its fields")
+    t = p.add_argument_group("target")
+    t.add_argument(
+        "--target",
+        type=lambda s: parse_target(s, "target.address"),
+        help="HOST:PORT of an Open Inference Protocol gRPC server "
+        "(default: start the bundled MNIST model server on a free loopback port)",
+    )
+    t.add_argument("--model", help="model name (default mnist)")
+    t.add_argument("--model-version", help="model version (default: the server's choice)")
+    t.add_argument("--input-name", help="input tensor (default: discovered from ModelMetadata)")
+    t.add_argument("--output-name", help="output tensor (default: the model's first)")
+    t.add_argument(
+        "--datatype", choices=["FP32", "UINT8"], help="input datatype (default: the model's)"
+    )
+    t.add_argument(
+        "--contents",
+        choices=["raw", "typed"],
+        help="raw_input_contents (default) or typed contents",
+    )
+    t.add_argument(
+        "--tls-ca", help="PEM file of the CA that signed the server's certificate (enables TLS)"
+    )
+    t.add_argument("--tls-cert", help="client certificate PEM file, for mutual TLS")
+    t.add_argument("--tls-key", help="client key PEM file, for mutual TLS")
+    t.add_argument("--tls-server-name", help="the name to check the server's certificate against")
+    t.add_argument(
+        "--header",
+        type=_header,
+        action="append",
+        metavar="KEY=VALUE",
+        help="metadata sent with every request (repeatable)",
+    )
+    t.add_argument("--bearer-token-file", help="send 'authorization: Bearer <file contents>'")
+    ld = p.add_argument_group("load")
+    mode = ld.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--rate",
+        type=_positive_float("load.rate"),
+        help="open loop: the fleet's total requests/s (default 100)",
+    )
+    mode.add_argument(
+        "--concurrency",
+        type=_positive_int("load.concurrency"),
+        help="closed loop: requests in flight per agent",
+    )
+    ld.add_argument(
+        "--arrival", choices=["constant", "poisson"], help="open-loop arrivals (default constant)"
+    )
+    ld.add_argument(
+        "--stage",
+        action="append",
+        metavar="DURATION:TARGET",
+        help="a ramping stage, e.g. 30s:200 (repeatable; a rate, or a concurrency with --closed)",
+    )
+    ld.add_argument("--closed", action="store_true", help="stages ramp a closed loop's concurrency")
+    ld.add_argument(
+        "--warmup", help="a warm-up before the measured duration, left out of the figures"
+    )
+    ld.add_argument("--duration", help="measured time, e.g. 30s, 2m (default 30s)")
+    ld.add_argument(
+        "--requests", type=_positive_int("load.requests"), help="stop after this many requests"
+    )
+    ld.add_argument(
+        "--batch-size", type=_positive_int("load.batch_size"), help="digits per request (default 1)"
+    )
+    ld.add_argument("--timeout", help="per-request deadline (default 10s)")
+    ld.add_argument(
+        "--max-in-flight",
+        type=_positive_int("load.max_in_flight"),
+        help="per agent; arrivals beyond it are dropped and counted (default 1000)",
+    )
+    ld.add_argument(
+        "--max-send-lag", help="send-lag p99 above which the generator fell behind (default 50ms)"
+    )
+    ld.add_argument(
+        "--digits",
+        choices=["cycle", "sample"],
+        help="digits in a shuffled cycle or sampled (default cycle)",
+    )
+    ld.add_argument(
+        "--check-fraction", help="fraction of responses checked against labels (default 0.1)"
+    )
+    ld.add_argument("--seed", type=int, help="seeds digit order and Poisson gaps (default 0)")
+    fl = p.add_argument_group("fleet")
+    fl.add_argument(
+        "--agents", type=_positive_int("fleet.agents"), help="number of agents (default 1)"
+    )
+    fl.add_argument(
+        "--agent-cpus",
+        type=_positive_float("fleet.agent_cpus"),
+        help="CPUs reserved per agent (default 1)",
+    )
+    fl.add_argument(
+        "--placement", choices=["SPREAD", "STRICT_SPREAD", "PACK"], help="default SPREAD"
+    )
+    fl.add_argument("--avoid-head", action="store_true", help="keep agents off the Ray head node")
+    fl.add_argument("--node-resource", help="place agents only on nodes with this custom resource")
+    fl.add_argument("--address", help="an existing Ray cluster (default: an embedded local Ray)")
+    out = p.add_argument_group("outputs")
+    out.add_argument(
+        "--threshold",
+        action="append",
+        metavar="RULE",
+        help="e.g. 'p99 < 50ms', 'error_rate < 0.1%%' (repeatable)",
+    )
+    out.add_argument("--out", help="results folder (default results/<run-id>)")
+    out.add_argument(
+        "--metrics-port",
+        type=_port("outputs.metrics_port"),
+        help="/metrics port (default 9464; 0 picks a free one)",
+    )
+    out.add_argument("--metrics-host", help="/metrics bind address (default 127.0.0.1)")
+    out.add_argument("--no-metrics", action="store_true", help="do not serve /metrics")
+    out.add_argument("--linger", help="keep /metrics up this long after the run (default 0s)")
+    out.add_argument("--name", help="the plan's name, in /metrics and the summary")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,101 +210,121 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     start = commands.add_parser("start", help="run a load test")
+    _add_plan_flags(start)
     start.add_argument(
-        "--target",
-        type=lambda t: parse_target(t, "target"),
-        help="HOST:PORT of an Open Inference Protocol gRPC server "
-        "(default: start the bundled MNIST model server on a free loopback port)",
-    )
-    start.add_argument("--model", default="mnist", help="model name (default mnist)")
-    start.add_argument(
-        "--agents", type=_positive_int("agents"), default=1, help="number of agents (Ray actors)"
-    )
-    load = start.add_mutually_exclusive_group()
-    load.add_argument(
-        "--rate", type=_positive_float("rate"), help="open loop: the fleet's total requests/s"
-    )
-    load.add_argument(
-        "--concurrency",
-        type=_positive_int("concurrency"),
-        help="closed loop: requests in flight per agent",
-    )
-    start.add_argument(
-        "--duration", default="30s", help="how long to send, e.g. 30s, 2m (default 30s)"
-    )
-    start.add_argument(
-        "--requests",
-        type=_positive_int("requests"),
-        help="stop after this many requests (fleet total)",
-    )
-    start.add_argument(
-        "--batch-size", type=_positive_int("batch_size"), default=1, help="digits per request"
-    )
-    start.add_argument("--timeout", default="10s", help="per-request deadline (default 10s)")
-    start.add_argument("--out", type=Path, help="results folder (default results/<run-id>)")
-    start.add_argument(
-        "--metrics-port",
-        type=_port("metrics_port"),
-        default=9464,
-        help="/metrics port on 127.0.0.1 (default 9464; 0 picks a free one)",
-    )
-    start.add_argument(
-        "--metrics-host", default="127.0.0.1", help="/metrics bind address (default 127.0.0.1)"
-    )
-    start.add_argument("--no-metrics", action="store_true", help="do not serve /metrics")
-    start.add_argument(
-        "--linger", default="0s", help="keep /metrics up this long after the run (default 0s)"
-    )
-    start.add_argument("--address", help="an existing Ray cluster (default: an embedded local Ray)")
-    start.add_argument(
-        "--agent-cpus",
-        type=_positive_float("agent_cpus"),
-        default=1.0,
-        help="CPUs reserved per agent in its placement-group bundle (default 1)",
-    )
-    start.add_argument(
-        "--connect-timeout",
-        default="30s",
-        help="how long to wait for the target to be ready (default 30s)",
+        "--connect-timeout", default="30s", help="wait this long for the target (default 30s)"
     )
     start.add_argument("--run-id", help="the run's id (default: time and a random suffix)")
     start.add_argument(
         "--json", action="store_true", help="print summary.json instead of the short summary"
     )
+    validate = commands.add_parser(
+        "validate", help="check a plan (and flags) without running anything"
+    )
+    _add_plan_flags(validate)
     return parser
 
 
+def _given(args: argparse.Namespace, **names: str) -> dict[str, Any]:
+    """{plan field: value} for the flags that were given (attribute -> field name)."""
+    return {
+        field: getattr(args, attr)
+        for attr, field in names.items()
+        if getattr(args, attr) is not None
+    }
+
+
 def plan_from_args(args: argparse.Namespace) -> Plan:
-    rate, concurrency = args.rate, args.concurrency
-    if rate is None and concurrency is None:
-        rate = 100.0
-    duration = (
-        None if args.duration in ("", "0", "none") else parse_duration(args.duration, "duration")
+    """The plan file (if any) with the flags laid over it, validated."""
+    plan = load_plan_file(args.plan) if args.plan else Plan()
+    target = _given(
+        args,
+        target="address",
+        model="model",
+        model_version="version",
+        input_name="input",
+        output_name="output",
+        datatype="datatype",
+        contents="contents",
+        tls_ca="tls_ca",
+        tls_cert="tls_cert",
+        tls_key="tls_key",
+        tls_server_name="tls_server_name",
+        bearer_token_file="bearer_token_file",
     )
-    return Plan(
-        agents=args.agents,
-        rate=rate,
-        concurrency=concurrency,
-        duration_s=duration,
-        max_requests=args.requests,
-        target=args.target,
-        model_name=args.model,
-        batch_size=args.batch_size,
-        timeout_s=parse_duration(args.timeout, "timeout"),
-    ).validate()
+    if args.header:
+        target["metadata"] = {**plan.target.metadata, **dict(args.header)}
+    load = _given(
+        args,
+        rate="rate",
+        concurrency="concurrency",
+        arrival="arrival",
+        requests="requests",
+        batch_size="batch_size",
+        max_in_flight="max_in_flight",
+        digits="digits",
+        seed="seed",
+    )
+    if args.rate is not None:
+        load["concurrency"] = None
+    if args.concurrency is not None:
+        load["rate"] = None
+    if args.closed:
+        load["closed"] = True
+    if args.stage:
+        load["stages"] = parse_stages(args.stage, "load.stages")
+    for flag in ("warmup", "duration", "timeout", "max_send_lag"):
+        if getattr(args, flag) is not None:
+            load[f"{flag}_s"] = parse_duration(
+                getattr(args, flag), f"load.{flag}", allow_zero=flag == "warmup"
+            )
+    if args.check_fraction is not None:
+        load["check_fraction"] = parse_percent(args.check_fraction, "load.check_fraction")
+    fleet = _given(
+        args,
+        agents="agents",
+        agent_cpus="agent_cpus",
+        placement="placement",
+        node_resource="node_resource",
+    )
+    if args.avoid_head:
+        fleet["avoid_head"] = True
+    outputs = _given(args, out="dir", metrics_port="metrics_port", metrics_host="metrics_host")
+    if args.no_metrics:
+        outputs["metrics_port"] = None
+    if args.linger is not None:
+        outputs["linger_s"] = parse_duration(args.linger, "outputs.linger", allow_zero=True)
+
+    plan = override(plan, "target", **target)
+    plan = override(plan, "load", **load)
+    plan = override(plan, "fleet", **fleet)
+    plan = override(plan, "outputs", **outputs)
+    if plan.load.rate is None and plan.load.concurrency is None and not plan.load.stages:
+        plan = override(plan, "load", rate=100.0)
+    if args.threshold:
+        plan = replace(plan, thresholds=(*plan.thresholds, *args.threshold))
+    if args.name:
+        plan = replace(plan, name=args.name)
+    return plan.validate()
+
+
+def exit_code(summary: dict[str, Any]) -> int:
+    if summary.get("interrupted"):
+        return 130
+    if not summary["valid"]:
+        return 3
+    if not summary["passed"] or summary["agents_lost"]:
+        return 1
+    return 0
 
 
 def start(args: argparse.Namespace) -> int:
     plan = plan_from_args(args)
     options = RunOptions(
-        out_dir=args.out,
-        metrics_port=None if args.no_metrics else args.metrics_port,
-        metrics_host=args.metrics_host,
         address=args.address,
-        agent_cpus=args.agent_cpus,
-        linger_s=0.0 if args.linger in ("0", "0s") else parse_duration(args.linger, "linger"),
         run_id=args.run_id,
         target_timeout_s=parse_duration(args.connect_timeout, "connect_timeout"),
+        handle_signals=True,
     )
     run = Run(plan, options, progress=make_progress(sys.stderr))
     result = asyncio.run(run.execute())
@@ -175,9 +333,21 @@ def start(args: argparse.Namespace) -> int:
     else:
         print(format_summary(result.summary))
         print(f"results in {result.out_dir}/")
+    code = exit_code(result.summary)
     if result.agents_lost:
         log.error("%d agent(s) lost during the run", result.agents_lost)
-        return 1
+    return code
+
+
+def validate(args: argparse.Namespace) -> int:
+    plan = plan_from_args(args)
+    ld = plan.load
+    how = f"rate {ld.rate}/s" if ld.rate else f"concurrency {ld.concurrency}"
+    if ld.stages:
+        how += f", {len(ld.stages)} stages"
+    print(
+        f"plan {plan.name!r} is valid: {plan.fleet.agents} agent(s), {plan.load_model} loop, {how}"
+    )
     return 0
 
 
@@ -187,9 +357,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         args = build_parser().parse_args(argv)
-        if args.command == "start":
-            return start(args)
-        raise PlanError("command", f"unknown command {args.command!r}")
+        if args.command == "validate":
+            return validate(args)
+        return start(args)
     except RaysiegeError as error:
         print(f"coordinator: error: {error}", file=sys.stderr)
         return error.exit_code

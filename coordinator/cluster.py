@@ -64,8 +64,36 @@ class Fleet:
         remove_placement_group(self.placement_group)
 
 
+def head_node_id() -> str | None:
+    import ray
+
+    for node in ray.nodes():
+        if node.get("Alive") and "node:__internal_head__" in node.get("Resources", {}):
+            return node["NodeID"]
+    return None
+
+
+def bundles_for(
+    n: int, *, agent_cpus: float, node_resource: str | None, avoid_head: bool
+) -> tuple[list[dict[str, float]], list[dict[str, str]] | None]:
+    """One bundle per agent (and a label selector per bundle to keep off the head node)."""
+    bundle = {"CPU": agent_cpus}
+    if node_resource:
+        bundle[node_resource] = 1.0  # each agent takes one unit of the nodes' custom resource
+    selectors = None
+    if avoid_head and (head := head_node_id()):
+        selectors = [{"ray.io/node-id": f"!{head}"} for _ in range(n)]
+    return [dict(bundle) for _ in range(n)], selectors
+
+
 async def place_agents(
-    n: int, *, agent_cpus: float, strategy: str = "SPREAD", timeout_s: float = 60.0
+    n: int,
+    *,
+    agent_cpus: float,
+    strategy: str = "SPREAD",
+    node_resource: str | None = None,
+    avoid_head: bool = False,
+    timeout_s: float = 60.0,
 ) -> Fleet:
     """One bundle per agent, one actor per bundle; returns when every actor is up."""
     import asyncio
@@ -76,15 +104,22 @@ async def place_agents(
 
     from agents.actor import Agent
 
-    pg = placement_group([{"CPU": agent_cpus}] * n, strategy=strategy)
+    bundles, selectors = bundles_for(
+        n, agent_cpus=agent_cpus, node_resource=node_resource, avoid_head=avoid_head
+    )
+    pg = placement_group(bundles, strategy=strategy, bundle_label_selector=selectors)
     try:
         await asyncio.wait_for(pg.ready(), timeout_s)
     except TimeoutError:
         remove_placement_group(pg)
-        total = ray.cluster_resources().get("CPU", 0)
+        resources = ray.cluster_resources()
+        have = f"{resources.get('CPU', 0):g} CPUs"
+        if node_resource:
+            have += f" and {resources.get(node_resource, 0):g} {node_resource!r}"
+        where = " off the head node" if avoid_head else ""
         raise ClusterError(
-            f"could not place {n} agents ({agent_cpus} CPU each, {strategy}) "
-            f"within {timeout_s:.0f} s; the cluster has {total:g} CPUs"
+            f"could not place {n} agents ({bundles[0]} each, {strategy}{where}) "
+            f"within {timeout_s:.0f} s; the cluster has {have} in {len(ray.nodes())} nodes"
         ) from None
     actors = [
         Agent.options(

@@ -15,7 +15,7 @@ from hdrh.histogram import HdrHistogram
 from agents.histogram import merge_into, new_histogram
 from model_server.api.report_pb2 import IntervalReport
 
-PERCENTILES = {"p50": 50.0, "p90": 90.0, "p99": 99.0, "p999": 99.9}
+PERCENTILES = {"p50": 50.0, "p90": 90.0, "p95": 95.0, "p99": 99.0, "p999": 99.9}
 
 
 @dataclass
@@ -33,11 +33,17 @@ class AgentState:
     lost_reason: str = ""
     in_flight: int = 0
     cpu_s: float = 0.0
+    warmup_requests: int = 0
+    intervals_behind: int = 0
 
 
 @dataclass
 class FleetState:
-    """Everything merged so far; cumulative over the run."""
+    """Everything merged so far; cumulative over the run.
+
+    Warm-up intervals are counted apart (`warmup_*`) and never enter the histograms,
+    counts and window that the summary, the percentiles and the verdict are made of.
+    """
 
     latency: HdrHistogram = field(default_factory=new_histogram)
     send_lag: HdrHistogram = field(default_factory=new_histogram)
@@ -50,6 +56,13 @@ class FleetState:
     first_start_unix_s: float | None = None
     last_end_unix_s: float | None = None
     reports: int = 0
+    intervals: int = 0  # measured (non-warm-up) agent intervals
+    intervals_behind: int = 0  # ... in which the agent fell behind its schedule
+    loop_lag_max_s: float = 0.0
+    cpu_s: float = 0.0
+    warmup_requests: int = 0
+    warmup_status_counts: Counter[str] = field(default_factory=Counter)
+    warmup_end_unix_s: float | None = None
 
     def agent(self, index: int) -> AgentState:
         if index not in self.agents:
@@ -57,29 +70,41 @@ class FleetState:
         return self.agents[index]
 
     def add(self, report: IntervalReport) -> None:
-        merge_into(self.latency, report.latency_hdr)
-        merge_into(self.send_lag, report.send_lag_hdr)
         completed = sum(report.status_counts.values())
-        self.status_counts.update(report.status_counts)
-        self.sent += report.sent
-        self.dropped += report.dropped
-        self.checked += report.checked
-        self.correct += report.correct
-        self.reports += 1
-        if self.first_start_unix_s is None or report.start_unix_s < self.first_start_unix_s:
-            self.first_start_unix_s = report.start_unix_s
-        if self.last_end_unix_s is None or report.end_unix_s > self.last_end_unix_s:
-            self.last_end_unix_s = report.end_unix_s
         agent = self.agent(report.agent_index)
         agent.agent_id = report.agent_id or agent.agent_id
         agent.node_id = report.node_id or agent.node_id
-        agent.requests += completed
-        agent.status_counts.update(report.status_counts)
         agent.reports += 1
         agent.last_seq = report.seq
         agent.in_flight = report.in_flight
         agent.cpu_s += report.cpu_s
         agent.finished = agent.finished or report.final
+        self.reports += 1
+        if report.warmup:
+            agent.warmup_requests += completed
+            self.warmup_requests += completed
+            self.warmup_status_counts.update(report.status_counts)
+            if self.warmup_end_unix_s is None or report.end_unix_s > self.warmup_end_unix_s:
+                self.warmup_end_unix_s = report.end_unix_s
+            return
+        merge_into(self.latency, report.latency_hdr)
+        merge_into(self.send_lag, report.send_lag_hdr)
+        self.status_counts.update(report.status_counts)
+        self.sent += report.sent
+        self.dropped += report.dropped
+        self.checked += report.checked
+        self.correct += report.correct
+        self.intervals += 1
+        self.intervals_behind += report.behind
+        agent.intervals_behind += report.behind
+        self.loop_lag_max_s = max(self.loop_lag_max_s, report.loop_lag_max_s)
+        self.cpu_s += report.cpu_s
+        if self.first_start_unix_s is None or report.start_unix_s < self.first_start_unix_s:
+            self.first_start_unix_s = report.start_unix_s
+        if self.last_end_unix_s is None or report.end_unix_s > self.last_end_unix_s:
+            self.last_end_unix_s = report.end_unix_s
+        agent.requests += completed
+        agent.status_counts.update(report.status_counts)
 
     def mark_lost(self, index: int, reason: str) -> None:
         agent = self.agent(index)

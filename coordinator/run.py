@@ -1,14 +1,17 @@
 """`Run`: the one object that wires a load test together.
 
-It owns the results writer, the /metrics exporter, the bundled model server (when no
-target is given), the Ray connection and the agents, consumes the agents' report streams,
-merges them, and tears everything down in reverse order whatever happens.
+It owns the results writer, the /metrics exporter, the bundled model server (when the
+plan names no target), the Ray connection and the agents; it consumes the agents' report
+streams, writes each report to disk before merging it, and tears everything down in
+reverse order whatever happens. Ctrl-C (SIGINT) or SIGTERM stops the agents and still
+writes the summary of what was received (`interrupted: true`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import threading
 import time
 import uuid
@@ -28,6 +31,7 @@ from coordinator.plan import Plan
 from coordinator.progress import PlainProgress, Progress
 from coordinator.results import PLAN, SUMMARY, ResultsWriter
 from coordinator.summary import build_summary
+from coordinator.thresholds import parse_thresholds
 from model_server.api.report_pb2 import IntervalReport
 
 log = logging.getLogger(__name__)
@@ -40,17 +44,13 @@ def new_run_id(now: Callable[[], float] = time.time) -> str:
 
 @dataclass
 class RunOptions:
-    """How to run a plan (as opposed to what load to generate)."""
+    """How to run a plan, beyond the plan itself."""
 
-    out_dir: Path | None = None  # default results/<run-id>
-    metrics_port: int | None = 9464  # None: no /metrics
-    metrics_host: str = "127.0.0.1"
     address: str | None = None  # None: embedded local Ray
-    agent_cpus: float = 1.0
-    linger_s: float = 0.0
     run_id: str | None = None
     target_timeout_s: float = 30.0
     server_args: list[str] = field(default_factory=list)
+    handle_signals: bool = False  # SIGINT/SIGTERM stop the run gracefully (the CLI sets it)
 
 
 @dataclass
@@ -62,6 +62,10 @@ class RunResult:
     @property
     def agents_lost(self) -> int:
         return int(self.summary["agents_lost"])
+
+    @property
+    def interrupted(self) -> bool:
+        return bool(self.summary.get("interrupted"))
 
 
 class Run:
@@ -75,109 +79,138 @@ class Run:
         wall: Callable[[], float] = time.time,
     ) -> None:
         self.plan = plan.validate()
+        self.thresholds = parse_thresholds(plan.thresholds)
         self.options = options or RunOptions()
         self.run_id = self.options.run_id or new_run_id(wall)
-        self.out_dir = self.options.out_dir or Path("results") / self.run_id
+        self.out_dir = Path(plan.outputs.dir) if plan.outputs.dir else Path("results") / self.run_id
         self.progress = progress or PlainProgress()
         self.state = FleetState()
         self.lock = threading.Lock()
+        self.writer = ResultsWriter(self.out_dir)
         self._clock = clock
         self._wall = wall
-        self.writer = ResultsWriter(self.out_dir)
+        self._stop = asyncio.Event()
         self.metrics_port: int | None = None
         self.local_server: LocalServer | None = None
         self.info = RunInfo(
             run_id=self.run_id,
             plan=plan.name,
-            target=plan.target or "bundled",
+            target=plan.target.address or "bundled",
             load_model=plan.load_model,
-            agents=plan.agents,
+            agents=plan.fleet.agents,
+            target_rate=plan.load.rate,
         )
+
+    def stop(self) -> None:
+        """Ask the run to stop early (thread-safe from the event loop's thread)."""
+        self._stop.set()
 
     async def execute(self) -> RunResult:
         async with AsyncExitStack() as stack:
-            writer = self.writer
-            try:
-                writer.open()
-            except OSError as error:
-                raise PlanError(
-                    "out", f"cannot write results to {self.out_dir}: {error.strerror}"
-                ) from error
-            stack.callback(writer.close)
-            writer.write_json(PLAN, {"run_id": self.run_id, **self.plan.to_dict()})
+            self._open_results(stack)
+            self._serve_metrics(stack)
+            if self.options.handle_signals:
+                loop = asyncio.get_running_loop()
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.add_signal_handler(sig, self.stop)
+                    stack.callback(loop.remove_signal_handler, sig)
+            target = await self._target(stack)
 
-            if self.options.metrics_port is not None:
-                registry = fleet_registry(self.state, self.info, self.lock)
-                try:
-                    server, self.metrics_port = serve_metrics(
-                        registry, port=self.options.metrics_port, host=self.options.metrics_host
-                    )
-                except OSError as error:
-                    where = f"{self.options.metrics_host}:{self.options.metrics_port}"
-                    raise PlanError(
-                        "metrics_port", f"cannot serve /metrics on {where}: {error.strerror}"
-                    ) from error
-                stack.callback(server.server_close)
-                stack.callback(server.shutdown)
-                log.info(
-                    "metrics on http://%s:%d/metrics", self.options.metrics_host, self.metrics_port
-                )
-
-            target = self.plan.target
-            if target is None:
-                log.info(
-                    "starting the bundled model server (log: %s)", self.out_dir / "model_server.log"
-                )
-                self.local_server = await asyncio.to_thread(
-                    start_local_server,
-                    self.out_dir / "model_server.log",
-                    extra_args=self.options.server_args,
-                )
-                stack.callback(self.local_server.stop)
-                target = self.local_server.address
-                self.info.target = target
-            await self._check_target(target)
-
+            fleet_plan = self.plan.fleet
             # In this (the main) thread: Ray installs signal handlers only there.
             where = cluster.connect(
-                self.options.address, agents=self.plan.agents, agent_cpus=self.options.agent_cpus
+                self.options.address, agents=fleet_plan.agents, agent_cpus=fleet_plan.agent_cpus
             )
             log.info("using %s", where)
             if self.options.address is None:
                 stack.callback(cluster.disconnect)
-            fleet = await cluster.place_agents(self.plan.agents, agent_cpus=self.options.agent_cpus)
+            fleet = await cluster.place_agents(
+                fleet_plan.agents,
+                agent_cpus=fleet_plan.agent_cpus,
+                strategy=fleet_plan.placement,
+                node_resource=fleet_plan.node_resource,
+                avoid_head=fleet_plan.avoid_head,
+            )
             stack.callback(fleet.release)
             for info in fleet.where:
                 agent = self.state.agent(info["index"])
-                agent.agent_id, agent.node_id, agent.node_ip = (
-                    info["actor_id"],
-                    info["node_id"],
-                    info["node_ip"],
-                )
-            log.info(
-                "agents on nodes: %s",
-                ", ".join(f"{w['index']}@{w['node_ip']}" for w in fleet.where),
+                agent.agent_id, agent.node_id = info["actor_id"], info["node_id"]
+                agent.node_ip = info["node_ip"]
+            placed = ", ".join(
+                f"{w['index']}@{w['node_ip']}/{w['node_id'][:8]}" for w in fleet.where
             )
+            log.info("agents on nodes: %s", placed)
 
             started = self._wall()
             summary = await self._drive(fleet, target)
             summary["started_unix_s"] = started
-            writer.write_json(SUMMARY, summary)
-            if self.options.linger_s > 0 and self.metrics_port is not None:
-                await asyncio.sleep(self.options.linger_s)  # let the last scrape see final values
+            self.writer.write_json(SUMMARY, summary)
+            linger = self.plan.outputs.linger_s
+            if linger > 0 and self.metrics_port is not None and not self._stop.is_set():
+                # Let the last scrape see final values; a signal cuts it short.
+                await asyncio.wait({asyncio.ensure_future(self._stop.wait())}, timeout=linger)
             return RunResult(summary=summary, out_dir=self.out_dir, metrics_port=self.metrics_port)
         raise AssertionError("unreachable")
 
-    async def _check_target(self, target: str) -> None:
-        probe = Target(target)
+    # -- set-up steps ------------------------------------------------------------------
+
+    def _open_results(self, stack: AsyncExitStack) -> None:
+        try:
+            self.writer.open()
+        except OSError as error:
+            raise PlanError(
+                "outputs.dir", f"cannot write results to {self.out_dir}: {error.strerror}"
+            ) from error
+        stack.callback(self.writer.close)
+        self.writer.write_json(PLAN, {"run_id": self.run_id, **self.plan.to_dict()})
+
+    def _serve_metrics(self, stack: AsyncExitStack) -> None:
+        out = self.plan.outputs
+        if out.metrics_port is None:
+            return
+        registry = fleet_registry(self.state, self.info, self.lock)
+        try:
+            server, self.metrics_port = serve_metrics(
+                registry, port=out.metrics_port, host=out.metrics_host
+            )
+        except OSError as error:
+            raise PlanError(
+                "outputs.metrics_port",
+                f"cannot serve /metrics on {out.metrics_host}:{out.metrics_port}: {error.strerror}",
+            ) from error
+        stack.callback(server.server_close)
+        stack.callback(server.shutdown)
+        log.info("metrics on http://%s:%d/metrics", out.metrics_host, self.metrics_port)
+
+    async def _target(self, stack: AsyncExitStack) -> str:
+        target = self.plan.target.address
+        if target is None:
+            log_path = self.out_dir / "model_server.log"
+            log.info("starting the bundled model server (log: %s)", log_path)
+            self.local_server = await asyncio.to_thread(
+                start_local_server, log_path, extra_args=self.options.server_args
+            )
+            stack.callback(self.local_server.stop)
+            target = self.local_server.address
+            self.info.target = target
+        t = self.plan.target
+        probe = Target(target, tls=self.plan.tls(), metadata=self.plan.metadata())
         try:
             await probe.describe(
-                self.plan.model_name, self.plan.model_version, self.options.target_timeout_s
+                t.model,
+                t.version,
+                self.options.target_timeout_s,
+                input_name=t.input,
+                output_name=t.output,
+                datatype=t.datatype,
             )
         except TargetError as error:
             raise TargetUnavailable(str(error)) from error
         finally:
             await probe.close()
+        return target
+
+    # -- the run -----------------------------------------------------------------------
 
     async def _drive(self, fleet: cluster.Fleet, target: str) -> dict[str, Any]:
         import ray
@@ -196,47 +229,66 @@ class Run:
                     with self.lock:
                         self.state.add(report)
             except ray.exceptions.RayError as error:
-                reason = (
-                    str(error).strip().splitlines()[-1][:300]
-                    if str(error).strip()
-                    else type(error).__name__
-                )
+                text = str(error).strip()
+                reason = text.splitlines()[-1][:300] if text else type(error).__name__
                 log.error("agent %d lost at %.1f s: %s", index, self._clock() - start, reason)
                 with self.lock:
                     self.state.mark_lost(index, reason)
 
         async def tick() -> None:
             while True:
-                await asyncio.sleep(self.plan.interval_s)
+                await asyncio.sleep(self.plan.load.interval_s)
                 with self.lock:
                     self.progress.update(self.state, self._clock() - start, self.info.phase)
 
+        consumers = [asyncio.ensure_future(consume(i, a)) for i, a in enumerate(fleet.actors)]
         ticker = asyncio.ensure_future(tick())
+        stopper = asyncio.ensure_future(self._stop.wait())
         try:
-            await asyncio.gather(*(consume(i, a) for i, a in enumerate(fleet.actors)))
+            await asyncio.wait(
+                [stopper, asyncio.gather(*consumers)], return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
-            ticker.cancel()
+            interrupted = self._stop.is_set()
+            if interrupted:
+                log.warning("stopping: the agents are told to stop; what was received is kept")
+            for task in (*consumers, ticker, stopper):
+                task.cancel()
+            await asyncio.gather(*consumers, return_exceptions=True)
             self.info.phase = "finished"
             with self.lock:
                 self.progress.update(self.state, self._clock() - start, self.info.phase)
             self.progress.stop()
 
         with self.lock:
-            run = {
-                "run_id": self.run_id,
-                "plan": self.plan.name,
-                "target": target,
-                "load_model": self.plan.load_model,
-                "requested": {
-                    "agents": self.plan.agents,
-                    "rate": self.plan.rate,
-                    "concurrency": self.plan.concurrency,
-                    "duration_s": self.plan.duration_s,
-                    "max_requests": self.plan.max_requests,
-                    "batch_size": self.plan.batch_size,
-                },
-                "model_holdout_accuracy": self.local_server.holdout_accuracy
-                if self.local_server
-                else None,
-            }
-            return build_summary(self.state, run=run)
+            summary = build_summary(
+                self.state,
+                run=self._run_facts(target),
+                max_send_lag_s=self.plan.load.max_send_lag_s,
+                thresholds=self.thresholds,
+            )
+        summary["interrupted"] = interrupted
+        return summary
+
+    def _run_facts(self, target: str) -> dict[str, Any]:
+        ld = self.plan.load
+        return {
+            "run_id": self.run_id,
+            "plan": self.plan.name,
+            "target": target,
+            "load_model": self.plan.load_model,
+            "arrival": ld.arrival if self.plan.load_model == "open" else None,
+            "requested": {
+                "agents": self.plan.fleet.agents,
+                "rate": ld.rate,
+                "concurrency": ld.concurrency,
+                "stages": [list(s) for s in ld.stages],
+                "warmup_s": ld.warmup_s,
+                "duration_s": ld.duration_s,
+                "max_requests": ld.requests,
+                "batch_size": ld.batch_size,
+            },
+            "model_holdout_accuracy": (
+                self.local_server.holdout_accuracy if self.local_server else None
+            ),
+        }

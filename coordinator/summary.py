@@ -5,10 +5,43 @@ from __future__ import annotations
 from typing import Any
 
 from coordinator.merge import FleetState
+from coordinator.thresholds import Threshold, judge
 
 
-def build_summary(state: FleetState, *, run: dict[str, Any]) -> dict[str, Any]:
-    """Everything a reader needs; `run` carries run id, target, plan and timing facts."""
+def generator_verdict(state: FleetState, max_send_lag_s: float) -> dict[str, Any]:
+    """Did the load generator keep up? Send-lag p99 within the limit and nothing dropped.
+
+    A run whose generator fell behind measured the generator as much as the server; it
+    is reported invalid rather than as a slow server.
+    """
+    lag_p99 = state.send_lag_s()["p99"]
+    requests = state.requests
+    return {
+        "kept_up": lag_p99 <= max_send_lag_s and state.dropped == 0,
+        "send_lag_p99_s": lag_p99,
+        "max_send_lag_s": max_send_lag_s,
+        "dropped": state.dropped,
+        "intervals": state.intervals,
+        "intervals_behind": state.intervals_behind,
+        "loop_lag_max_s": state.loop_lag_max_s,
+        "cpu_s": round(state.cpu_s, 3),
+        "cpu_us_per_request": round(state.cpu_s / requests * 1e6, 1) if requests else None,
+    }
+
+
+def build_summary(
+    state: FleetState,
+    *,
+    run: dict[str, Any],
+    max_send_lag_s: float = 0.050,
+    thresholds: list[Threshold] | None = None,
+) -> dict[str, Any]:
+    """Everything a reader needs; `run` carries run id, target, plan and timing facts.
+
+    The figures cover the measured window only: warm-up intervals are counted under
+    `warmup` and nowhere else. `valid` is false when the generator fell behind or more
+    than half of the agents were lost; `passed` is whether every threshold held.
+    """
     window = state.window_s
     requests = state.requests
     agents = [
@@ -20,12 +53,16 @@ def build_summary(state: FleetState, *, run: dict[str, Any]) -> dict[str, Any]:
             "requests": a.requests,
             "status_counts": dict(sorted(a.status_counts.items())),
             "cpu_s": round(a.cpu_s, 3),
+            "warmup_requests": a.warmup_requests,
+            "intervals_behind": a.intervals_behind,
             "lost": a.lost,
             **({"lost_reason": a.lost_reason} if a.lost else {}),
         }
         for _, a in sorted(state.agents.items())
     ]
-    return {
+    lost = sum(a.lost for a in state.agents.values())
+    generator = generator_verdict(state, max_send_lag_s)
+    summary: dict[str, Any] = {
         **run,
         "requests": requests,
         "ok": state.ok,
@@ -44,8 +81,20 @@ def build_summary(state: FleetState, *, run: dict[str, Any]) -> dict[str, Any]:
             "rate": state.correct / state.checked if state.checked else None,
         },
         "agents": agents,
-        "agents_lost": sum(a.lost for a in state.agents.values()),
+        "agents_lost": lost,
+        "warmup": {
+            "requests": state.warmup_requests,
+            "status_counts": dict(sorted(state.warmup_status_counts.items())),
+            "end_unix_s": state.warmup_end_unix_s,
+        },
+        "window": {"start_unix_s": state.first_start_unix_s, "end_unix_s": state.last_end_unix_s},
+        "generator": generator,
+        "valid": generator["kept_up"] and lost * 2 <= len(agents) and requests > 0,
     }
+    verdicts = judge(thresholds or [], summary)
+    summary["thresholds"] = [v.to_dict() for v in verdicts]
+    summary["passed"] = all(v.passed for v in verdicts)
+    return summary
 
 
 def format_summary(summary: dict[str, Any]) -> str:
@@ -71,6 +120,25 @@ def format_summary(summary: dict[str, Any]) -> str:
     if summary.get("model_holdout_accuracy") is not None:
         holdout = summary["model_holdout_accuracy"]
         lines.append(f"  model      holdout accuracy {holdout:.2%} (the bundled server's)")
+    gen = summary["generator"]
+    lines.append(
+        f"  generator  {'kept up' if gen['kept_up'] else 'FELL BEHIND'}: send lag p99 "
+        f"{ms(gen['send_lag_p99_s'])} (limit {ms(gen['max_send_lag_s'])}), "
+        f"{gen['intervals_behind']}/{gen['intervals']} intervals behind, "
+        f"{gen['cpu_us_per_request'] or 0:.0f} µs CPU per request"
+    )
+    if summary["warmup"]["requests"]:
+        lines.append(
+            f"  warm-up    {summary['warmup']['requests']} requests, left out of the figures"
+        )
     if summary["agents_lost"]:
         lines.append(f"  LOST       {summary['agents_lost']} agent(s); see summary.json")
+    for verdict in summary["thresholds"]:
+        actual = "n/a" if verdict["actual"] is None else f"{verdict['actual']:.6g}"
+        mark = "PASS" if verdict["passed"] else "FAIL"
+        lines.append(f"  {mark:10} {verdict['rule']} (actual {actual})")
+    if not summary["valid"]:
+        lines.append(
+            "  INVALID    the generator fell behind or too many agents were lost: see generator"
+        )
     return "\n".join(lines)

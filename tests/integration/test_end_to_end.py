@@ -18,7 +18,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from coordinator.errors import TargetUnavailable
-from coordinator.plan import Plan
+from coordinator.plan import FleetPlan, LoadPlan, OutputPlan, Plan, TargetPlan
 from coordinator.progress import PlainProgress
 from coordinator.results import INTERVALS_LOG, read_reports
 from coordinator.run import Run, RunOptions
@@ -203,9 +203,13 @@ def test_errors_are_data_and_the_run_completes(tmp_path, ray_address):
     async def scenario():
         server, port = await start_fake_server(Behaviour(fail_with=grpc.StatusCode.UNAVAILABLE))
         try:
-            plan = Plan(agents=2, rate=100.0, duration_s=2.0, target=f"127.0.0.1:{port}")
-            options = RunOptions(out_dir=tmp_path, metrics_port=0, agent_cpus=0.5)
-            run = Run(plan, options, progress=PlainProgress())
+            plan = Plan(
+                target=TargetPlan(address=f"127.0.0.1:{port}"),
+                load=LoadPlan(rate=100.0, duration_s=2.0),
+                fleet=FleetPlan(agents=2, agent_cpus=0.5),
+                outputs=OutputPlan(dir=str(tmp_path), metrics_port=0),
+            )
+            run = Run(plan, RunOptions(), progress=PlainProgress())
             result = await run.execute()
             return run, result
         finally:
@@ -221,8 +225,12 @@ def test_errors_are_data_and_the_run_completes(tmp_path, ray_address):
 
 
 def test_an_unready_model_is_refused_before_any_agent_starts(tmp_path, fake_target):
-    plan = Plan(agents=1, rate=10.0, duration_s=1.0, target=fake_target, model_name="resnet")
-    run = Run(plan, RunOptions(out_dir=tmp_path, metrics_port=None, target_timeout_s=5))
+    plan = Plan(
+        target=TargetPlan(address=fake_target, model="resnet"),
+        load=LoadPlan(rate=10.0, duration_s=1.0),
+        outputs=OutputPlan(dir=str(tmp_path), metrics_port=None),
+    )
+    run = Run(plan, RunOptions(target_timeout_s=5))
     with pytest.raises(TargetUnavailable, match="resnet"):
         asyncio.run(run.execute())
     assert not Path(tmp_path / "summary.json").exists()
