@@ -123,8 +123,7 @@ class LoadEngine:
         monitor = asyncio.ensure_future(self._watch_loop())
         try:
             for offset in boundaries(self.spec.interval_s, self.spec.warmup_s):
-                tick = self._start + offset
-                await asyncio.wait({drive}, timeout=max(0.0, tick - self._clock()))
+                await self._until_done_or(drive, self._start + offset)
                 if drive.done():
                     break
                 now, cpu_now = self._wall(), self._cpu()
@@ -140,6 +139,18 @@ class LoadEngine:
             monitor.cancel()
             if not drive.done():
                 drive.cancel()
+
+    async def _until_done_or(self, drive: asyncio.Future[None], due: float) -> None:
+        """Return when `drive` is done or the clock reaches `due` (through the injected
+        sleep, so a virtual clock drives the reports too)."""
+        delay = due - self._clock()
+        if delay <= 0:
+            return
+        sleeper = asyncio.ensure_future(self._sleep(delay))
+        try:
+            await asyncio.wait({drive, sleeper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
 
     async def _watch_loop(self, period_s: float = 0.05) -> None:
         """Event-loop lag: how late a timer fires; the largest goes in each report."""
@@ -215,7 +226,7 @@ class LoadEngine:
             if pace.stop:
                 break
             if pace.wait_s > 0:
-                await self._sleep(pace.wait_s)
+                await self._wait(pace.wait_s)
                 continue
             intended = self._start + pacer.intended_s(sent)
             sent += 1
@@ -228,6 +239,17 @@ class LoadEngine:
             task.add_done_callback(in_flight.discard)
         if in_flight:
             await asyncio.gather(*in_flight)
+
+    async def _wait(self, seconds: float) -> None:
+        """Wait precisely: asyncio timers fire up to a millisecond late (epoll counts whole
+        milliseconds), which would add to every open-loop latency. So sleep short of the
+        due time by `timer_slack_s`, then yield to the loop until it is due."""
+        due = self._clock() + seconds
+        slack = self.spec.timer_slack_s
+        if seconds > slack:
+            await self._sleep(seconds - slack)
+        while self._clock() < due:
+            await self._sleep(0)
 
     async def _closed_loop(self, pacer: Closed, idle_s: float = 0.02) -> None:
         async def worker(k: int) -> None:

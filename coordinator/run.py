@@ -278,6 +278,10 @@ class Run:
             "target": target,
             "load_model": self.plan.load_model,
             "arrival": ld.arrival if self.plan.load_model == "open" else None,
+            # Open loop corrects coordinated omission; a closed loop cannot, and says so.
+            "latency_from": (
+                "intended send time" if self.plan.load_model == "open" else "actual send time"
+            ),
             "requested": {
                 "agents": self.plan.fleet.agents,
                 "rate": ld.rate,

@@ -8,6 +8,7 @@ told to fail with a status code. Not TensorFlow: where the model is not the poin
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 
 import grpc
@@ -21,7 +22,22 @@ from model_server.api import grpc_predict_v2_pb2_grpc as pb_grpc
 class Behaviour:
     delay_s: float = 0.0
     fail_with: grpc.StatusCode | None = None
+    # Stall once: from call number `stall_at_call` on, every call arriving within
+    # `stall_s` seconds of that one is held until the stall ends.
+    stall_at_call: int | None = None
+    stall_s: float = 0.0
     calls: int = 0
+    stall_until: float | None = None
+
+
+async def hold(seconds: float, spin_s: float = 0.002) -> None:
+    """Wait `seconds` precisely: asyncio timers fire up to a millisecond late, so the
+    last `spin_s` are spent yielding in a loop on the monotonic clock."""
+    end = time.perf_counter() + seconds
+    if seconds > spin_s:
+        await asyncio.sleep(seconds - spin_s)
+    while time.perf_counter() < end:
+        await asyncio.sleep(0)
 
 
 class FakeInference(pb_grpc.GRPCInferenceServiceServicer):
@@ -59,8 +75,13 @@ class FakeInference(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(self, request, context):
         b = self.behaviour
         b.calls += 1
+        now = time.perf_counter()
+        if b.stall_at_call is not None and b.calls == b.stall_at_call:
+            b.stall_until = now + b.stall_s
+        if b.stall_until is not None and now < b.stall_until:
+            await hold(b.stall_until - now)
         if b.delay_s:
-            await asyncio.sleep(b.delay_s)
+            await hold(b.delay_s)
         if b.fail_with is not None:
             await context.abort(b.fail_with, "told to fail")
         n = request.inputs[0].shape[0]
@@ -88,10 +109,15 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--delay-ms", type=float, default=0.0)
+    parser.add_argument("--stall-at-call", type=int, default=None)
+    parser.add_argument("--stall-ms", type=float, default=0.0)
     args = parser.parse_args()
+    behaviour = Behaviour(
+        delay_s=args.delay_ms / 1000, stall_at_call=args.stall_at_call, stall_s=args.stall_ms / 1000
+    )
 
     async def serve() -> None:
-        server, port = await start_fake_server(Behaviour(delay_s=args.delay_ms / 1000), args.port)
+        server, port = await start_fake_server(behaviour, args.port)
         print(f"READY port={port}", flush=True)
         await server.wait_for_termination()
 

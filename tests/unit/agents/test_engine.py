@@ -24,11 +24,19 @@ def payloads():
 
 
 class VirtualClock:
+    """Time moves only when the fake call says so; `sleep` waits for it to get there."""
+
     def __init__(self) -> None:
         self.now = 100.0
 
     def __call__(self) -> float:
         return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        due = self.now + seconds
+        await asyncio.sleep(0)
+        while self.now < due:
+            await asyncio.sleep(0)
 
 
 def _aio_error(code: grpc.StatusCode) -> grpc.aio.AioRpcError:
@@ -64,7 +72,9 @@ def test_closed_loop_records_every_request_with_its_exact_latency(payloads):
         duration_s=1.0,
         check_fraction=0,
     )
-    reports = _run(LoadEngine(spec, call, payloads, SPEC, clock=clock, wall=clock))
+    reports = _run(
+        LoadEngine(spec, call, payloads, SPEC, clock=clock, wall=clock, sleep=clock.sleep)
+    )
     assert calls == 100  # 1 s / 10 ms, one at a time
     assert reports[-1].final and not any(r.final for r in reports[:-1])
     assert [r.seq for r in reports] == list(range(len(reports)))
@@ -99,7 +109,9 @@ def test_closed_loop_stops_at_the_request_count(payloads):
         max_requests=37,
         check_fraction=0,
     )
-    reports = _run(LoadEngine(spec, call, payloads, SPEC, clock=clock, wall=clock))
+    reports = _run(
+        LoadEngine(spec, call, payloads, SPEC, clock=clock, wall=clock, sleep=clock.sleep)
+    )
     assert sum(sum(r.status_counts.values()) for r in reports) == 37
 
 
@@ -172,7 +184,9 @@ def test_accuracy_is_checked_on_the_configured_fraction(payloads):
         duration_s=100,
         check_fraction=0.5,
     )
-    reports = _run(LoadEngine(spec, call, payloads, SPEC, clock=clock, wall=clock))
+    reports = _run(
+        LoadEngine(spec, call, payloads, SPEC, clock=clock, wall=clock, sleep=clock.sleep)
+    )
     checked = sum(r.checked for r in reports)
     correct = sum(r.correct for r in reports)
     assert checked == 100
@@ -193,3 +207,85 @@ def test_accuracy_is_checked_on_the_configured_fraction(payloads):
 )
 def test_status_names_are_grpc_code_names(error, name):
     assert status_name(error) == name
+
+
+@pytest.mark.parametrize(
+    ("interval", "warmup", "first"),
+    [
+        (1.0, 0.0, [1.0, 2.0, 3.0]),
+        (1.0, 2.5, [1.0, 2.0, 2.5, 3.0, 4.0]),
+        (1.0, 2.0, [1.0, 2.0, 3.0]),  # the warm-up ends on a tick: no extra boundary
+        (1.0, 0.3, [0.3, 1.0, 2.0]),
+    ],
+)
+def test_report_boundaries_include_the_end_of_the_warm_up(interval, warmup, first):
+    from itertools import islice
+
+    from agents.engine import boundaries
+
+    assert list(islice(boundaries(interval, warmup), len(first))) == first
+
+
+def test_warm_up_intervals_are_flagged_and_end_exactly_at_the_warm_up(payloads):
+    clock = VirtualClock()
+
+    async def call(request: bytes, timeout: float) -> bytes:
+        clock.now += 0.010
+        await asyncio.sleep(0)
+        return b""
+
+    spec = AgentSpec(
+        run_id="r",
+        agent_index=0,
+        target="t",
+        load_model="closed",
+        concurrency=1,
+        warmup_s=2.5,
+        duration_s=2.0,
+        interval_s=1.0,
+        check_fraction=0,
+    )
+    reports = _run(
+        LoadEngine(spec, call, payloads, SPEC, clock=clock, wall=clock, sleep=clock.sleep)
+    )
+    warm = [r for r in reports if r.warmup]
+    measured = [r for r in reports if not r.warmup]
+    assert warm and measured and reports.index(measured[0]) == len(warm)  # warm-up first, then not
+    # the report after 2 s ends at the warm-up (2.5 s), not at the next tick (3 s); a
+    # virtual-clock report can notice its time a few 10-ms calls late
+    assert [round(r.end_unix_s - 100.0, 1) for r in warm] == [1.0, 2.0, 2.5]
+    assert sum(sum(r.status_counts.values()) for r in reports) == 450  # (2.5 + 2) s / 10 ms
+    assert sum(sum(r.status_counts.values()) for r in warm) == pytest.approx(250, abs=5)
+
+
+def test_an_interval_that_drops_arrivals_is_flagged_behind(payloads):
+    release = asyncio.Event()
+
+    async def call(request: bytes, timeout: float) -> bytes:
+        await release.wait()
+        return b""
+
+    spec = AgentSpec(
+        run_id="r",
+        agent_index=0,
+        target="t",
+        load_model="open",
+        rate=100.0,
+        duration_s=0.3,
+        max_in_flight=1,
+        check_fraction=0,
+        interval_s=0.1,
+    )
+
+    async def scenario():
+        reports = []
+        async for report in LoadEngine(spec, call, payloads, SPEC).run():
+            reports.append(report)
+            if sum(r.dropped for r in reports) == 29:
+                release.set()
+        return reports
+
+    reports = asyncio.run(asyncio.wait_for(scenario(), 30))
+    assert all(r.behind for r in reports if r.dropped)
+    assert any(r.behind for r in reports)
+    assert all(r.arrival == "constant" and r.target == 100.0 for r in reports)
