@@ -26,6 +26,7 @@ from agents.histogram import Recorder
 from agents.pacing import Closed, ConstantProfile, OpenLoop, StagesProfile, target_at
 from agents.payload import Payload, TensorSpec, predicted_classes
 from agents.spec import AgentSpec
+from agents.timer import PreciseWaker
 from model_server.api import report_pb2
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,10 @@ log = logging.getLogger(__name__)
 # Sends one serialized ModelInferRequest with a deadline (seconds) and returns the
 # serialized response; raises grpc.aio.AioRpcError (or TimeoutError) on failure.
 Call = Callable[[bytes, float], Awaitable[bytes]]
+
+# Waits at least this long use the precise timer thread (agents/timer.py): below it, the
+# rate is high enough (> 500/s per agent) that its CPU would cost more than it buys.
+PRECISE_WAIT_MIN_S = 0.002
 
 
 @dataclass
@@ -106,6 +111,7 @@ class LoadEngine:
         self._sent_total = 0
         self._completed = 0
         self._start = 0.0
+        self._waker: PreciseWaker | None = None
 
     # -- the run ---------------------------------------------------------------------
 
@@ -116,6 +122,12 @@ class LoadEngine:
         up to there carry `warmup=True`.
         """
         self._start = self._clock()
+        if (
+            self.spec.precise_timer
+            and self._clock is time.monotonic
+            and self._sleep is asyncio.sleep
+        ):
+            self._waker = PreciseWaker(asyncio.get_running_loop())
         cpu_mark = self._cpu()
         seq = 0
         interval_start = self._wall()
@@ -139,6 +151,9 @@ class LoadEngine:
             monitor.cancel()
             if not drive.done():
                 drive.cancel()
+            if self._waker is not None:
+                self._waker.close()
+                self._waker = None
 
     async def _until_done_or(self, drive: asyncio.Future[None], due: float) -> None:
         """Return when `drive` is done or the clock reaches `due` (through the injected
@@ -241,15 +256,14 @@ class LoadEngine:
             await asyncio.gather(*in_flight)
 
     async def _wait(self, seconds: float) -> None:
-        """Wait precisely: asyncio timers fire up to a millisecond late (epoll counts whole
-        milliseconds), which would add to every open-loop latency. So sleep short of the
-        due time by `timer_slack_s`, then yield to the loop until it is due."""
-        due = self._clock() + seconds
-        slack = self.spec.timer_slack_s
-        if seconds > slack:
-            await self._sleep(seconds - slack)
-        while self._clock() < due:
-            await self._sleep(0)
+        """Wait for the next arrival. asyncio's timers fire up to 1 ms late, which would
+        add to every open-loop latency, so waits of PRECISE_WAIT_MIN_S or more go through
+        the precise timer thread; shorter ones (high rates, where its CPU would matter)
+        use the loop's timer and the lateness shows as send lag."""
+        if self._waker is not None and seconds >= PRECISE_WAIT_MIN_S:
+            await self._waker.wait_until(self._clock() + seconds)
+        else:
+            await self._sleep(seconds)
 
     async def _closed_loop(self, pacer: Closed, idle_s: float = 0.02) -> None:
         async def worker(k: int) -> None:

@@ -55,7 +55,7 @@ class AgentSpec:
     batch_size: int = 1
     max_in_flight: int = 1000
     max_send_lag_s: float = 0.050
-    timer_slack_s: float = 0.0011  # see LoadEngine._wait; 0 trusts asyncio's timers
+    precise_timer: bool = True  # see LoadEngine._wait and agents/timer.py
     check_fraction: float = 0.1
     seed: int = 0  # shuffles the digits and seeds Poisson gaps; the plan gives each agent its own
     digits: Literal["cycle", "sample"] = "cycle"
