@@ -1,9 +1,10 @@
 """`coordinator`: the command line. Only `main()` turns errors into exit codes.
 
-Exit codes: 0 the run completed and every threshold held; 1 a threshold failed (or agents
-were lost); 2 usage or plan error, nothing started; 3 the run was invalid (the generator
-could not keep up, too many agents lost) or the target or the cluster could not be used;
-130 interrupted (the summary of what was received is still written).
+Exit codes: 0 the run completed and every threshold held; 1 a threshold failed or aborted
+the run (lost agents are reported as degraded windows, not failures); 2 usage or plan
+error, nothing started; 3 the run was invalid (the generator could not keep up, or more
+than half the agents were lost) or the target or the cluster could not be used; 130
+interrupted (the summary of what was received is still written).
 """
 
 from __future__ import annotations
@@ -313,7 +314,7 @@ def exit_code(summary: dict[str, Any]) -> int:
         return 130
     if not summary["valid"]:
         return 3
-    if not summary["passed"] or summary["agents_lost"]:
+    if not summary["passed"] or summary.get("aborted"):
         return 1
     return 0
 

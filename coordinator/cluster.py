@@ -54,6 +54,7 @@ class Fleet:
     actors: list[Any]
     placement_group: Any
     where: list[dict[str, Any]]
+    agent_cpus: float = 1.0
 
     def release(self) -> None:
         import ray
@@ -139,4 +140,26 @@ async def place_agents(
             ray.kill(actor, no_restart=True)
         remove_placement_group(pg)
         raise ClusterError(f"agents did not start: {error}") from error
-    return Fleet(actors=actors, placement_group=pg, where=list(where))
+    return Fleet(actors=actors, placement_group=pg, where=list(where), agent_cpus=agent_cpus)
+
+
+async def replace_agent(
+    fleet: Fleet, index: int, *, agent_cpus: float, timeout_s: float = 60.0
+) -> Any:
+    """A new actor for agent `index` in its placement-group bundle (Ray reschedules a bundle
+    whose node died onto a live node when one has room)."""
+    import asyncio
+
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    from agents.actor import Agent
+
+    actor = Agent.options(
+        num_cpus=agent_cpus,
+        scheduling_strategy=PlacementGroupSchedulingStrategy(
+            placement_group=fleet.placement_group, placement_group_bundle_index=index
+        ),
+    ).remote(index)
+    fleet.where[index] = await asyncio.wait_for(actor.where.remote(), timeout_s)
+    fleet.actors[index] = actor
+    return actor

@@ -35,6 +35,26 @@ class AgentState:
     cpu_s: float = 0.0
     warmup_requests: int = 0
     intervals_behind: int = 0
+    lost_at_unix_s: float | None = None
+    replaced_by: str = ""
+
+
+@dataclass
+class Degraded:
+    """A window in which the fleet ran short of an agent."""
+
+    agent: int
+    reason: str
+    from_unix_s: float
+    to_unix_s: float | None = None  # None: until the end of the run
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "agent": self.agent,
+            "reason": self.reason,
+            "from_unix_s": self.from_unix_s,
+            "to_unix_s": self.to_unix_s,
+        }
 
 
 @dataclass
@@ -63,6 +83,7 @@ class FleetState:
     warmup_requests: int = 0
     warmup_status_counts: Counter[str] = field(default_factory=Counter)
     warmup_end_unix_s: float | None = None
+    degraded: list[Degraded] = field(default_factory=list)
 
     def agent(self, index: int) -> AgentState:
         if index not in self.agents:
@@ -79,6 +100,13 @@ class FleetState:
         agent.in_flight = report.in_flight
         agent.cpu_s += report.cpu_s
         agent.finished = agent.finished or report.final
+        for window in self.degraded:  # a replacement reporting ends its predecessor's gap
+            if (
+                window.agent == report.agent_index
+                and window.to_unix_s is None
+                and agent.replaced_by
+            ):
+                window.to_unix_s = report.start_unix_s
         self.reports += 1
         if report.warmup:
             agent.warmup_requests += completed
@@ -106,11 +134,25 @@ class FleetState:
         agent.requests += completed
         agent.status_counts.update(report.status_counts)
 
-    def mark_lost(self, index: int, reason: str) -> None:
+    def mark_lost(self, index: int, reason: str, at_unix_s: float | None = None) -> None:
+        """Agent `index` died: what it sent is kept; the fleet is degraded from now on."""
         agent = self.agent(index)
         agent.lost = True
         agent.lost_reason = reason
         agent.in_flight = 0
+        agent.lost_at_unix_s = at_unix_s
+        if at_unix_s is not None:
+            self.degraded.append(Degraded(agent=index, reason=reason, from_unix_s=at_unix_s))
+
+    def mark_replaced(self, index: int, actor_id: str) -> None:
+        """A new actor took over agent `index`; its first report closes the gap."""
+        agent = self.agent(index)
+        agent.replaced_by = actor_id
+        agent.finished = False
+
+    @property
+    def is_degraded(self) -> bool:
+        return any(w.to_unix_s is None for w in self.degraded)
 
     # -- derived figures -------------------------------------------------------------
 

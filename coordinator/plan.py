@@ -23,7 +23,7 @@ from coordinator.errors import PlanError
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 PLACEMENTS = ("SPREAD", "STRICT_SPREAD", "PACK")
-ON_AGENT_LOSS = ("continue", "redistribute", "replace")
+ON_AGENT_LOSS = ("continue", "replace")
 
 
 def parse_duration(text: Any, field_name: str, *, allow_zero: bool = False) -> float:
@@ -112,7 +112,7 @@ class FleetPlan:
     placement: str = "SPREAD"
     avoid_head: bool = False  # keep agents off the Ray head node
     node_resource: str | None = None  # only nodes that carry this custom resource
-    on_agent_loss: str = "continue"  # continue, redistribute (its rate to the others), replace
+    on_agent_loss: str = "continue"  # continue without it, or replace it for the rest of the run
 
 
 @dataclass(frozen=True)

@@ -17,10 +17,11 @@ import time
 import uuid
 from collections.abc import Callable
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from agents.spec import AgentSpec
 from agents.target import Target, TargetError
 from coordinator import cluster
 from coordinator.errors import PlanError, TargetUnavailable
@@ -92,6 +93,8 @@ class Run:
         self._stop = asyncio.Event()
         self.metrics_port: int | None = None
         self.local_server: LocalServer | None = None
+        self.fleet: cluster.Fleet | None = None
+        self.aborted: str | None = None
         self.info = RunInfo(
             run_id=self.run_id,
             plan=plan.name,
@@ -131,6 +134,7 @@ class Run:
                 node_resource=fleet_plan.node_resource,
                 avoid_head=fleet_plan.avoid_head,
             )
+            self.fleet = fleet
             stack.callback(fleet.release)
             for info in fleet.where:
                 agent = self.state.agent(info["index"])
@@ -221,27 +225,51 @@ class Run:
         self.info.phase = "running"
         self.progress.start()
 
-        async def consume(index: int, actor: Any) -> None:
+        async def consume(index: int, actor: Any, spec: AgentSpec) -> None:
             try:
-                async for ref in actor.run.remote(specs[index].to_dict()):
+                async for ref in actor.run.remote(spec.to_dict()):
                     report = IntervalReport.FromString(await ref)
                     writer.append(report)  # on disk before it is counted anywhere
                     with self.lock:
                         self.state.add(report)
+                return
             except ray.exceptions.RayError as error:
                 text = str(error).strip()
                 reason = text.splitlines()[-1][:300] if text else type(error).__name__
-                log.error("agent %d lost at %.1f s: %s", index, self._clock() - start, reason)
+            elapsed = self._clock() - start
+            log.error("agent %d lost at %.1f s: %s", index, elapsed, reason)
+            with self.lock:
+                self.state.mark_lost(index, reason, at_unix_s=self._wall())
+            replacement = self._replacement(spec, elapsed)
+            if replacement is not None and not self._stop.is_set():
+                try:
+                    actor = await cluster.replace_agent(
+                        fleet, index, agent_cpus=self.plan.fleet.agent_cpus
+                    )
+                except Exception as error:  # the run goes on without it
+                    log.error("agent %d could not be replaced: %s", index, error)
+                    return
                 with self.lock:
-                    self.state.mark_lost(index, reason)
+                    self.state.mark_replaced(index, fleet.where[index]["actor_id"])
+                log.warning(
+                    "agent %d replaced on node %s for the remaining %.1f s",
+                    index,
+                    fleet.where[index]["node_ip"],
+                    replacement.duration_s or 0,
+                )
+                await consume(index, actor, replacement)
 
         async def tick() -> None:
             while True:
                 await asyncio.sleep(self.plan.load.interval_s)
+                elapsed = self._clock() - start
                 with self.lock:
-                    self.progress.update(self.state, self._clock() - start, self.info.phase)
+                    self.progress.update(self.state, elapsed, self.info.phase)
+                    self._check_abort(elapsed, target)
 
-        consumers = [asyncio.ensure_future(consume(i, a)) for i, a in enumerate(fleet.actors)]
+        consumers = [
+            asyncio.ensure_future(consume(i, a, specs[i])) for i, a in enumerate(fleet.actors)
+        ]
         ticker = asyncio.ensure_future(tick())
         stopper = asyncio.ensure_future(self._stop.wait())
         try:
@@ -267,8 +295,38 @@ class Run:
                 max_send_lag_s=self.plan.load.max_send_lag_s,
                 thresholds=self.thresholds,
             )
-        summary["interrupted"] = interrupted
+        summary["interrupted"] = interrupted and self.aborted is None
+        summary["aborted"] = self.aborted
         return summary
+
+    def _replacement(self, spec: AgentSpec, elapsed_s: float) -> AgentSpec | None:
+        """What a replacement for a lost agent should run, or None (continue without it).
+
+        It takes over the lost agent's share for the rest of the schedule: constant-rate
+        and closed loops only (a ramp cannot be resumed midway), and only if at least one
+        interval is left.
+        """
+        if self.plan.fleet.on_agent_loss != "replace" or spec.stages or spec.duration_s is None:
+            return None
+        remaining = spec.warmup_s + spec.duration_s - elapsed_s
+        if remaining < spec.interval_s or spec.max_requests is not None:
+            return None
+        warmup = max(0.0, spec.warmup_s - elapsed_s)
+        return replace(spec, warmup_s=warmup, duration_s=remaining - warmup, seed=spec.seed + 7919)
+
+    def _check_abort(self, elapsed_s: float, target: str) -> None:
+        """With `abort_on_fail`, stop the run once a threshold fails over the measured data
+        (after five intervals of it, so early noise does not decide)."""
+        if not (self.plan.abort_on_threshold and self.thresholds) or self.aborted:
+            return
+        if elapsed_s < self.plan.load.warmup_s + 5 * self.plan.load.interval_s:
+            return
+        summary = build_summary(self.state, run={}, thresholds=self.thresholds)
+        failed = [v for v in summary["thresholds"] if not v["passed"]]
+        if failed and self.state.requests:
+            self.aborted = f"threshold failed: {failed[0]['rule']} (actual {failed[0]['actual']})"
+            log.error("aborting: %s", self.aborted)
+            self._stop.set()
 
     def _run_facts(self, target: str) -> dict[str, Any]:
         ld = self.plan.load

@@ -56,7 +56,15 @@ def build_summary(
             "warmup_requests": a.warmup_requests,
             "intervals_behind": a.intervals_behind,
             "lost": a.lost,
-            **({"lost_reason": a.lost_reason} if a.lost else {}),
+            **(
+                {
+                    "lost_reason": a.lost_reason,
+                    "lost_at_unix_s": a.lost_at_unix_s,
+                    "replaced_by": a.replaced_by or None,
+                }
+                if a.lost
+                else {}
+            ),
         }
         for _, a in sorted(state.agents.items())
     ]
@@ -89,6 +97,7 @@ def build_summary(
         },
         "window": {"start_unix_s": state.first_start_unix_s, "end_unix_s": state.last_end_unix_s},
         "generator": generator,
+        "degraded": [w.to_dict() for w in state.degraded],
         "valid": generator["kept_up"] and lost * 2 <= len(agents) and requests > 0,
     }
     verdicts = judge(thresholds or [], summary)

@@ -123,7 +123,17 @@ def test_validate_prints_a_verdict_and_starts_nothing(tmp_path, capsys):
     [
         ({"interrupted": False, "valid": True, "passed": True, "agents_lost": 0}, 0),
         ({"interrupted": False, "valid": True, "passed": False, "agents_lost": 0}, 1),
-        ({"interrupted": False, "valid": True, "passed": True, "agents_lost": 1}, 1),
+        ({"interrupted": False, "valid": True, "passed": True, "agents_lost": 1}, 0),
+        (
+            {
+                "interrupted": False,
+                "valid": True,
+                "passed": False,
+                "agents_lost": 0,
+                "aborted": "x",
+            },
+            1,
+        ),
         ({"interrupted": False, "valid": False, "passed": True, "agents_lost": 0}, 3),
         ({"interrupted": True, "valid": True, "passed": True, "agents_lost": 0}, 130),
     ],

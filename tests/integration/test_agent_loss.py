@@ -1,0 +1,110 @@
+"""Agents lost mid-run: the run goes on, what they sent is kept, the gap is marked.
+
+In process on the session's Ray, against a fake server: an agent's actor is killed once
+it has reported, as a node failure or an OOM kill would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import ray
+
+from coordinator.api import run_async
+from coordinator.plan import FleetPlan, LoadPlan, OutputPlan, Plan, TargetPlan
+from coordinator.results import INTERVALS_LOG, read_reports
+from tests.support.processes import Child, python
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def target():
+    child = Child(python("-m", "tests.support.fake_server", "--delay-ms", "1"))
+    port = int(child.wait_for_line(r"READY port=(\d+)", timeout_s=60).group(1))
+    yield f"127.0.0.1:{port}"
+    child.stop()
+
+
+def plan_for(target: str, out, on_loss: str) -> Plan:
+    return Plan(
+        name=f"loss-{on_loss}",
+        target=TargetPlan(address=target),
+        load=LoadPlan(rate=100.0, duration_s=6.0),
+        fleet=FleetPlan(agents=2, agent_cpus=0.5, on_agent_loss=on_loss),
+        outputs=OutputPlan(dir=str(out), metrics_port=None),
+    )
+
+
+async def run_and_kill(plan: Plan, victim: int):
+    from coordinator.run import Run, RunOptions
+
+    run = Run(plan, RunOptions())
+    task = asyncio.ensure_future(run.execute())
+    deadline = asyncio.get_running_loop().time() + 120
+    while not (run.fleet and victim in run.state.agents and run.state.agents[victim].reports >= 2):
+        assert not task.done(), task.exception()
+        assert asyncio.get_running_loop().time() < deadline, "the victim never reported"
+        await asyncio.sleep(0.05)  # polling period
+    killed = run.fleet.actors[victim]
+    ray.kill(killed, no_restart=True)
+    result = await task
+    return run, result
+
+
+def test_a_killed_agent_is_marked_lost_and_the_run_completes(tmp_path, ray_address, target):
+    _, result = asyncio.run(run_and_kill(plan_for(target, tmp_path, "continue"), victim=1))
+    s = result.summary
+    lost = [a for a in s["agents"] if a["lost"]]
+    assert [a["index"] for a in lost] == [1]
+    assert lost[0]["requests"] > 0  # its intervals before the kill were received, and kept
+    assert lost[0]["lost_at_unix_s"] and "lost_reason" in lost[0]
+    assert s["agents_lost"] == 1 and s["valid"]  # one of two: degraded, not invalid
+    assert s["degraded"] == [
+        {
+            "agent": 1,
+            "reason": lost[0]["lost_reason"],
+            "from_unix_s": lost[0]["lost_at_unix_s"],
+            "to_unix_s": None,
+        }
+    ]
+    survivor = next(a for a in s["agents"] if a["index"] == 0)
+    assert survivor["requests"] == 300  # its whole share: 50/s for 6 s
+    # nothing received was lost: the log on disk adds up to the summary
+    reports = read_reports(tmp_path / INTERVALS_LOG)
+    assert sum(sum(r.status_counts.values()) for r in reports) == s["requests"]
+    from_victim = [r for r in reports if r.agent_index == 1]
+    assert len(from_victim) >= 2 and not any(r.final for r in from_victim)
+    assert sum(sum(r.status_counts.values()) for r in from_victim) == lost[0]["requests"]
+    assert s["requests"] == survivor["requests"] + lost[0]["requests"]
+
+
+def test_a_killed_agent_can_be_replaced_for_the_rest_of_the_run(tmp_path, ray_address, target):
+    _, result = asyncio.run(run_and_kill(plan_for(target, tmp_path, "replace"), victim=0))
+    s = result.summary
+    agent = next(a for a in s["agents"] if a["index"] == 0)
+    assert agent["lost"] and agent["replaced_by"]  # a new actor took over index 0
+    window = s["degraded"][0]
+    assert window["agent"] == 0 and window["to_unix_s"] is not None  # the gap closed
+    assert window["to_unix_s"] >= window["from_unix_s"]
+    # the replacement carried on: agent 0 sent for well over the two intervals before the kill
+    assert agent["requests"] > 200
+    assert s["requests"] == sum(a["requests"] for a in s["agents"])
+
+
+def test_the_python_api_runs_a_plan_given_as_a_mapping(tmp_path, ray_address, target):
+    result = asyncio.run(
+        run_async(
+            {
+                "target": {"address": target},
+                "load": {"concurrency": 2, "requests": 40},
+                "fleet": {"agents": 1, "agent_cpus": 0.5},
+                "outputs": {"dir": str(tmp_path), "metrics_port": None},
+                "thresholds": ["error_rate < 1%"],
+            }
+        )
+    )
+    assert result.summary["requests"] == 40
+    assert result.summary["passed"] and result.summary["thresholds"][0]["passed"]
+    assert (tmp_path / "summary.json").exists()
