@@ -234,3 +234,42 @@ def test_an_unready_model_is_refused_before_any_agent_starts(tmp_path, fake_targ
     with pytest.raises(TargetUnavailable, match="resnet"):
         asyncio.run(run.execute())
     assert not Path(tmp_path / "summary.json").exists()
+
+
+def test_ctrl_c_stops_the_agents_writes_everything_and_exits_130(
+    tmp_path, ray_address, fake_target
+):
+    import signal
+
+    run = Child(
+        coordinator(
+            "start",
+            "--address",
+            ray_address,
+            "--target",
+            fake_target,
+            "--agents",
+            "2",
+            "--rate",
+            "100",
+            "--duration",
+            "5m",
+            "--out",
+            str(tmp_path),
+            "--no-metrics",
+            "--agent-cpus",
+            "0.5",
+        )
+    )
+    log = tmp_path / INTERVALS_LOG
+    poll(
+        lambda: log.exists() and len(read_reports(log)) >= 4,
+        timeout_s=120,
+        what="four intervals on disk",
+    )
+    run.process.send_signal(signal.SIGINT)
+    assert run.wait(timeout_s=60) == 130, run.text("stderr")[-3000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["interrupted"] is True
+    assert summary["requests"] == sum(sum(r.status_counts.values()) for r in read_reports(log)) > 0
+    assert "requests" in run.text("stdout")  # the summary was printed too

@@ -20,13 +20,21 @@ REPO = Path(__file__).resolve().parents[2]
 class Child:
     """A child process whose stdout and stderr lines are collected as they come."""
 
-    def __init__(self, argv: Sequence[str], *, env: dict[str, str] | None = None, cwd: Path = REPO):
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        env: dict[str, str] | None = None,
+        cwd: Path = REPO,
+        stdin: bool = False,
+    ):
         self.argv = list(argv)
         self.process = subprocess.Popen(
             self.argv,
             cwd=cwd,
             env={**os.environ, **(env or {})},
             text=True,
+            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
@@ -74,6 +82,12 @@ class Child:
                 f"--- stdout\n{self.text('stdout')}\n--- stderr\n{self.text('stderr')[-4000:]}"
             )
         return match
+
+    def send(self, line: str) -> None:
+        """Write a line to the child's stdin (started with stdin=True)."""
+        assert self.process.stdin is not None, "started without stdin=True"
+        self.process.stdin.write(line + "\n")
+        self.process.stdin.flush()
 
     def text(self, stream: str = "stdout") -> str:
         return "\n".join(self.stdout if stream == "stdout" else self.stderr)
