@@ -1,24 +1,43 @@
 """The results folder: what a run leaves on disk, written as it goes.
 
 `intervals.pb` holds every IntervalReport as it arrived, each prefixed by its length as a
-protobuf varint (the "length-delimited" framing of Java's writeDelimitedTo), flushed per
-report so a killed coordinator loses nothing already received. `plan.json` is the plan
-as run and `summary.json` the final summary.
+protobuf varint (the "length-delimited" framing of Java's writeDelimitedTo). The same
+intervals go, in the same order, to `intervals.csv` (coordinator/intervals_csv.py) and
+to the HdrHistogram interval log `latency.hlog` (coordinator/hlog.py). All three are
+flushed per report, so a killed coordinator loses nothing already received (a SIGKILL
+between the three writes can leave the CSV and hlog one interval short of the log).
+`plan.json` is the plan as run and `summary.json` the final summary. Opening a folder
+starts the three interval files afresh: a results folder holds one run.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from google.protobuf.message import DecodeError
+from hdrh.histogram import HdrHistogram
+
+from agents.histogram import new_histogram
+from coordinator.errors import RaysiegeError
+from coordinator.hlog import LATENCY_HLOG, HlogWriter
+from coordinator.intervals_csv import INTERVALS_CSV, IntervalsCsvWriter
 from model_server.api.report_pb2 import IntervalReport
 
 INTERVALS_LOG = "intervals.pb"
 SUMMARY = "summary.json"
 PLAN = "plan.json"
+
+
+class ResultsError(RaysiegeError):
+    """A folder is not a readable run: a file is missing or is not what it should be."""
+
+    exit_code = 2
 
 
 def encode_varint(value: int) -> bytes:
@@ -56,23 +75,72 @@ def read_reports(path: Path) -> list[IntervalReport]:
         return [IntervalReport.FromString(record) for record in read_delimited(stream)]
 
 
-class ResultsWriter:
-    """Owns the results folder of one run."""
+@dataclass
+class IntervalLog:
+    """What `intervals.pb` holds: its complete records, and the bytes of a torn tail."""
 
-    def __init__(self, out_dir: Path) -> None:
+    reports: list[IntervalReport]
+    torn_tail_bytes: int
+
+
+def scan_log(path: Path) -> IntervalLog:
+    """Read every complete record; a record that does not parse is a ResultsError.
+
+    A torn tail (a record cut short by a killed writer) is left out and measured.
+    """
+    try:
+        with open(path, "rb") as stream:
+            size = os.fstat(stream.fileno()).st_size
+            reports, consumed = [], 0
+            for i, record in enumerate(read_delimited(stream)):
+                try:
+                    reports.append(IntervalReport.FromString(record))
+                except DecodeError:
+                    raise ResultsError(
+                        f"{path}: record {i} (at byte {consumed}) is not an IntervalReport"
+                    ) from None
+                consumed = stream.tell()
+    except OSError as error:
+        raise ResultsError(f"{path}: cannot read the interval log: {error.strerror}") from None
+    return IntervalLog(reports=reports, torn_tail_bytes=size - consumed)
+
+
+def _decoded(encoded: bytes) -> HdrHistogram:
+    # HdrHistogram.decode directly: a third of the cost of agents.histogram.decode's
+    # decode-then-add, which only the merge needs.
+    return HdrHistogram.decode(encoded) if encoded else new_histogram()
+
+
+class ResultsWriter:
+    """Owns the results folder of one run.
+
+    `wall` stamps the hlog's start time when the folder is opened, before any agent
+    reports, so that every interval starts after it.
+    """
+
+    def __init__(self, out_dir: Path, *, wall: Callable[[], float] = time.time) -> None:
         self.out_dir = out_dir
+        self._wall = wall
         self._log: IO[bytes] | None = None
+        self._csv: IntervalsCsvWriter | None = None
+        self._hlog: HlogWriter | None = None
 
     def open(self) -> None:
-        """Create the folder and the interval log; fails early on an unwritable place."""
+        """Create the folder and the interval files; fails early on an unwritable place."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        self._log = open(self.out_dir / INTERVALS_LOG, "ab")
+        self._log = open(self.out_dir / INTERVALS_LOG, "wb")
+        self._csv = IntervalsCsvWriter(open(self.out_dir / INTERVALS_CSV, "w", newline=""))
+        self._hlog = HlogWriter(open(self.out_dir / LATENCY_HLOG, "w"), self._wall())
 
     def append(self, report: IntervalReport) -> None:
-        assert self._log is not None, "open() first"
+        """Write one report to the log, then its CSV row and hlog line; each flushed."""
+        assert self._log and self._csv and self._hlog, "open() first"
         data = report.SerializeToString()
         self._log.write(encode_varint(len(data)) + data)
         self._log.flush()
+        latency = _decoded(report.latency_hdr)
+        self._csv.write(report, latency, _decoded(report.send_lag_hdr))
+        self._hlog.write(report, latency)
 
     def write_json(self, name: str, payload: dict[str, Any]) -> Path:
         path = self.out_dir / name
@@ -82,6 +150,7 @@ class ResultsWriter:
         return path
 
     def close(self) -> None:
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+        for stream in (self._log, self._csv, self._hlog):
+            if stream is not None:
+                stream.close()
+        self._log = self._csv = self._hlog = None
