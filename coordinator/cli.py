@@ -223,6 +223,16 @@ def build_parser() -> argparse.ArgumentParser:
         "validate", help="check a plan (and flags) without running anything"
     )
     _add_plan_flags(validate)
+    report = commands.add_parser(
+        "report", help="re-render a run's summary from its results folder (even a killed run's)"
+    )
+    report.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a results folder")
+    report.add_argument(
+        "--html", action="store_true", help="also write RUN_DIR/report.html, with plots"
+    )
+    report.add_argument(
+        "--json", action="store_true", help="print summary.json instead of the short summary"
+    )
     return parser
 
 
@@ -352,6 +362,37 @@ def validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def report(args: argparse.Namespace) -> int:
+    """Re-render summary.json (and report.html) from intervals.pb and plan.json.
+
+    Exit codes as for `start`, judged on the re-rendered figures; never 130, which says
+    that a command was interrupted, not that the run it reports on was.
+    """
+    from coordinator import report as rendering
+
+    folder = rendering.load_run(args.run_dir)
+    if folder.log.torn_tail_bytes:
+        log.warning(
+            "%s ends with %d bytes of a record cut short (a killed writer); left out",
+            args.run_dir / "intervals.pb",
+            folder.log.torn_tail_bytes,
+        )
+    summary, state = rendering.rerender(folder)
+    path = rendering.write_summary(folder, summary)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(format_summary(summary))
+        print(f"summary rewritten in {path}")
+    if args.html:
+        from coordinator.html_report import write_html_report
+
+        html = write_html_report(folder, summary, state)
+        if not args.json:
+            print(f"report in {html}")
+    return exit_code({**summary, "interrupted": False})
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr
@@ -360,6 +401,8 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         if args.command == "validate":
             return validate(args)
+        if args.command == "report":
+            return report(args)
         return start(args)
     except RaysiegeError as error:
         print(f"coordinator: error: {error}", file=sys.stderr)
