@@ -28,6 +28,7 @@ class Behaviour:
     stall_s: float = 0.0
     calls: int = 0
     stall_until: float | None = None
+    announce_first: bool = False  # print FIRST_CALL unix=<time> on the first ModelInfer
 
 
 async def hold(seconds: float, spin_s: float = 0.002) -> None:
@@ -75,6 +76,8 @@ class FakeInference(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(self, request, context):
         b = self.behaviour
         b.calls += 1
+        if b.calls == 1 and b.announce_first:
+            print(f"FIRST_CALL unix={time.time():.6f}", flush=True)
         now = time.perf_counter()
         if b.stall_at_call is not None and b.calls == b.stall_at_call:
             b.stall_until = now + b.stall_s
@@ -111,9 +114,13 @@ def main() -> None:
     parser.add_argument("--delay-ms", type=float, default=0.0)
     parser.add_argument("--stall-at-call", type=int, default=None)
     parser.add_argument("--stall-ms", type=float, default=0.0)
+    parser.add_argument("--announce-first", action="store_true")
     args = parser.parse_args()
     behaviour = Behaviour(
-        delay_s=args.delay_ms / 1000, stall_at_call=args.stall_at_call, stall_s=args.stall_ms / 1000
+        delay_s=args.delay_ms / 1000,
+        stall_at_call=args.stall_at_call,
+        stall_s=args.stall_ms / 1000,
+        announce_first=args.announce_first,
     )
 
     async def serve() -> None:
