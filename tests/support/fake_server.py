@@ -29,6 +29,13 @@ class Behaviour:
     calls: int = 0
     stall_until: float | None = None
     announce_first: bool = False  # print FIRST_CALL unix=<time> on the first ModelInfer
+    # The model it claims to serve, so agents can be shown any V2 model's tensors.
+    input_name: str = "input"
+    input_datatype: str = "FP32"
+    input_shape: tuple[int, ...] = (784,)
+    output_name: str = "probabilities"
+    token: str | None = None  # require "authorization: Bearer <token>"
+    last_request: pb.ModelInferRequest | None = None
 
 
 async def hold(seconds: float, spin_s: float = 0.002) -> None:
@@ -63,12 +70,14 @@ class FakeInference(pb_grpc.GRPCInferenceServiceServicer):
             platform="fake",
             inputs=[
                 pb.ModelMetadataResponse.TensorMetadata(
-                    name="input", datatype="FP32", shape=[-1, 784]
+                    name=self.behaviour.input_name,
+                    datatype=self.behaviour.input_datatype,
+                    shape=[-1, *self.behaviour.input_shape],
                 )
             ],
             outputs=[
                 pb.ModelMetadataResponse.TensorMetadata(
-                    name="probabilities", datatype="FP32", shape=[-1, 10]
+                    name=self.behaviour.output_name, datatype="FP32", shape=[-1, 10]
                 )
             ],
         )
@@ -87,20 +96,37 @@ class FakeInference(pb_grpc.GRPCInferenceServiceServicer):
             await hold(b.delay_s)
         if b.fail_with is not None:
             await context.abort(b.fail_with, "told to fail")
+        if b.token is not None:
+            sent = dict(context.invocation_metadata()).get("authorization")
+            if sent != f"Bearer {b.token}":
+                await context.abort(
+                    grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token"
+                )
+        b.last_request = request
         n = request.inputs[0].shape[0]
         probs = np.full((n, 10), 0.1, dtype="<f4")
         response = pb.ModelInferResponse(model_name="mnist", model_version="1")
         out = response.outputs.add()
-        out.name, out.datatype = "probabilities", "FP32"
+        out.name, out.datatype = b.output_name, "FP32"
         out.shape.extend([n, 10])
-        response.raw_output_contents.append(probs.tobytes())
+        if request.raw_input_contents:
+            response.raw_output_contents.append(probs.tobytes())
+        else:
+            out.contents.fp32_contents.extend(probs.ravel().tolist())
         return response
 
 
-async def start_fake_server(behaviour: Behaviour, port: int = 0) -> tuple[grpc.aio.Server, int]:
+async def start_fake_server(
+    behaviour: Behaviour, port: int = 0, *, credentials: grpc.ServerCredentials | None = None
+) -> tuple[grpc.aio.Server, int]:
+    """Serve on 127.0.0.1 (TLS when `credentials` are given); returns (server, port)."""
     server = grpc.aio.server()
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(FakeInference(behaviour), server)
-    port = server.add_insecure_port(f"127.0.0.1:{port}")
+    address = f"127.0.0.1:{port}"
+    if credentials is None:
+        port = server.add_insecure_port(address)
+    else:
+        port = server.add_secure_port(address, credentials)
     await server.start()
     return server, port
 
