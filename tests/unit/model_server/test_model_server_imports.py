@@ -17,6 +17,10 @@ LIGHT_MODULES = [
     "model_server.tensors",
     "model_server.recipe",
     "model_server.server",
+    "model_server.service",
+    "model_server.batching",
+    "model_server.metrics",
+    "model_server.workers",
     "model_server.cli",
 ]
 
