@@ -40,10 +40,11 @@ from coordinator.thresholds import Threshold, parse_thresholds
 
 log = logging.getLogger(__name__)
 
-# Run facts the log cannot know; a previous summary.json's values win over the plan's.
-KEPT_FACTS = ("target", "model_holdout_accuracy")
-# ... and per agent.
-KEPT_AGENT_FACTS = ("node_ip", "lost", "lost_reason")
+# Facts the log cannot know; a previous summary.json's values win over the re-render's.
+# (Its keys that the re-render does not produce at all are kept as well.)
+KEPT_FACTS = ("target", "model_holdout_accuracy", "degraded")
+# ... and per agent: where it ran, and when and why it was lost (and replaced).
+KEPT_AGENT_FACTS = ("node_ip", "lost", "lost_reason", "lost_at_unix_s", "replaced_by")
 
 
 @dataclass
@@ -156,24 +157,32 @@ def load_run(path: Path) -> RunFolder:
     return RunFolder(path, run_id, plan, thresholds, interval_log, previous)
 
 
+def _previous_agents(folder: RunFolder) -> dict[int, dict[str, Any]]:
+    agents = (folder.previous or {}).get("agents") or []
+    return {
+        a["index"]: a for a in agents if isinstance(a, dict) and isinstance(a.get("index"), int)
+    }
+
+
 def replay(folder: RunFolder) -> FleetState:
-    """The merged state of every complete record, as the live run merged them."""
+    """The merged state of every complete record, as the live run merged them.
+
+    Agents the previous summary lists as lost are marked lost (so the verdict counts
+    them); when they were lost is not in the log, so no degraded window is derived here.
+    """
     state = FleetState()
     for index in range(folder.plan.fleet.agents):
         state.agent(index)  # the live run knows every placed agent, reporting or not
-    previous_agents = (folder.previous or {}).get("agents") or []
-    for old in previous_agents:
-        if isinstance(old, dict) and isinstance(old.get("index"), int):
-            agent = state.agent(old["index"])
-            agent.agent_id, agent.node_id = str(old.get("id", "")), str(old.get("node", ""))
+    previous = _previous_agents(folder)
+    for index, old in previous.items():
+        agent = state.agent(index)
+        agent.agent_id, agent.node_id = str(old.get("id", "")), str(old.get("node", ""))
     for report in folder.log.reports:
         state.add(report)
-    for old in previous_agents:
-        if isinstance(old, dict) and isinstance(old.get("index"), int):
-            agent = state.agent(old["index"])
-            agent.node_ip = str(old.get("node_ip", ""))
-            if old.get("lost"):
-                state.mark_lost(old["index"], str(old.get("lost_reason", "")))
+    for index, old in previous.items():
+        state.agent(index).node_ip = str(old.get("node_ip", ""))
+        if old.get("lost"):
+            state.mark_lost(index, str(old.get("lost_reason", "")))
     return state
 
 
@@ -192,6 +201,10 @@ def rerender(folder: RunFolder) -> tuple[dict[str, Any], FleetState]:
     kept += [key for key in previous if key not in summary and key != "rendered_from"]
     for key in kept:
         summary[key] = previous[key]
+    previous_agents = _previous_agents(folder)
+    for agent in summary["agents"]:
+        old = previous_agents.get(agent["index"], {})
+        agent.update({k: v for k, v in old.items() if k in KEPT_AGENT_FACTS or k not in agent})
     summary["rendered_from"] = {
         "log": INTERVALS_LOG,
         "records": len(folder.log.reports),

@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -112,15 +111,10 @@ def _decoded(encoded: bytes) -> HdrHistogram:
 
 
 class ResultsWriter:
-    """Owns the results folder of one run.
+    """Owns the results folder of one run."""
 
-    `wall` stamps the hlog's start time when the folder is opened, before any agent
-    reports, so that every interval starts after it.
-    """
-
-    def __init__(self, out_dir: Path, *, wall: Callable[[], float] = time.time) -> None:
+    def __init__(self, out_dir: Path) -> None:
         self.out_dir = out_dir
-        self._wall = wall
         self._log: IO[bytes] | None = None
         self._csv: IntervalsCsvWriter | None = None
         self._hlog: HlogWriter | None = None
@@ -130,7 +124,7 @@ class ResultsWriter:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self._log = open(self.out_dir / INTERVALS_LOG, "wb")
         self._csv = IntervalsCsvWriter(open(self.out_dir / INTERVALS_CSV, "w", newline=""))
-        self._hlog = HlogWriter(open(self.out_dir / LATENCY_HLOG, "w"), self._wall())
+        self._hlog = HlogWriter(open(self.out_dir / LATENCY_HLOG, "w"))
 
     def append(self, report: IntervalReport) -> None:
         """Write one report to the log, then its CSV row and hlog line; each flushed."""
@@ -150,7 +144,15 @@ class ResultsWriter:
         return path
 
     def close(self) -> None:
-        for stream in (self._log, self._csv, self._hlog):
-            if stream is not None:
-                stream.close()
+        """Close every file, even when one fails to; then raise the first failure."""
+        streams = (self._log, self._csv, self._hlog)
         self._log = self._csv = self._hlog = None
+        failure: OSError | None = None
+        for stream in streams:
+            try:
+                if stream is not None:
+                    stream.close()
+            except OSError as error:
+                failure = failure or error
+        if failure is not None:
+            raise failure

@@ -44,3 +44,16 @@ def make_report(
         load_model="open",
         **fields,
     )
+
+
+def write_run_folder(folder, plan, reports: list[IntervalReport], run_id: str = "run-1"):
+    """A results folder as `coordinator start` leaves it, but for summary.json."""
+    from coordinator.results import PLAN, ResultsWriter
+
+    writer = ResultsWriter(folder)
+    writer.open()
+    writer.write_json(PLAN, {"run_id": run_id, **plan.to_dict()})
+    for report in reports:
+        writer.append(report)
+    writer.close()
+    return folder

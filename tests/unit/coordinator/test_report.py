@@ -16,7 +16,7 @@ from coordinator.report import load_run, plan_from_json, rerender
 from coordinator.results import INTERVALS_LOG, PLAN, SUMMARY, ResultsError, ResultsWriter
 from coordinator.run import Run, RunOptions
 from coordinator.summary import build_summary
-from tests.support.interval_reports import make_report
+from tests.support.interval_reports import T0, make_report
 
 RUN_ID = "run-1"
 TIMING = ("started_unix_s", "interrupted")
@@ -62,7 +62,7 @@ def live_run(folder, plan: Plan, reports, *, lost: dict[int, str] | None = None)
         writer.append(report)
         state.add(report)
     for index, reason in (lost or {}).items():
-        state.mark_lost(index, reason)
+        state.mark_lost(index, reason, at_unix_s=T0 + 2.5)  # as Run marks it
     writer.close()
     summary = build_summary(
         state,
@@ -110,8 +110,9 @@ def test_with_the_last_summary_there_its_run_facts_are_kept(tmp_path):
     again = rerendered(tmp_path)
     assert without(again, "rendered_from") == live
     assert again["agents_lost"] == 1 and again["agents"][1]["lost_reason"] == "node removed"
+    assert again["degraded"][0]["from_unix_s"] == T0 + 2.5
     kept = set(again["rendered_from"]["kept_from_previous_summary"])
-    assert kept == {"target", "model_holdout_accuracy", *TIMING}
+    assert kept == {"target", "model_holdout_accuracy", "degraded", *TIMING}
 
 
 def test_the_plans_thresholds_and_send_lag_limit_judge_the_rerun(tmp_path):
