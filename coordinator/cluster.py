@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,23 +21,44 @@ log = logging.getLogger(__name__)
 LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
 
 
-def connect(address: str | None, *, agents: int, agent_cpus: float) -> str:
-    """Join `address` or start an embedded local Ray; returns a description for the log."""
+def check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast with a clear error when nothing listens at a Ray address (ray.init would
+    retry for minutes)."""
+    host, _, port = address.rpartition(":")
+    if not port.isdigit():
+        return  # "auto", "ray://..." and the like: let Ray interpret them
+    try:
+        socket.create_connection(
+            (host.strip("[]") or "127.0.0.1", int(port)), timeout=timeout_s
+        ).close()
+    except OSError as error:
+        raise ClusterError(
+            f"no Ray cluster answers at {address}: {error.strerror or error}"
+        ) from error
+
+
+def connect(address: str | None, *, agents: int, agent_cpus: float) -> tuple[str, bool]:
+    """Join `address` or start an embedded local Ray.
+
+    Returns a description for the log and whether this call started Ray (so that only
+    the one who started it shuts it down); an already connected Ray is reused.
+    """
     for key, value in LOOPBACK_ENV.items():
         os.environ.setdefault(key, value)
     import ray
 
     if ray.is_initialized():
-        return "an already connected Ray"
+        return "the Ray this process is already connected to", False
     try:
         if address:
+            check_reachable(address)
             ray.init(address=address, log_to_driver=False)
-            return f"the Ray cluster at {address}"
+            return f"the Ray cluster at {address}", True
         # Logical CPUs: enough for the fleet even when it outnumbers the cores.
         cpus = max(os.cpu_count() or 1, int(agents * agent_cpus + 0.999))
         # address='local': always a new instance, never a cluster found on the machine.
         ray.init(address="local", include_dashboard=False, num_cpus=cpus, log_to_driver=False)
-        return f"an embedded local Ray ({cpus} CPUs)"
+        return f"an embedded local Ray ({cpus} CPUs)", True
     except (ConnectionError, RuntimeError, ValueError) as error:
         where = address or "a local instance"
         raise ClusterError(f"could not start or join Ray ({where}): {error}") from error

@@ -35,6 +35,12 @@ class ClusterError(RaysiegeError):
     exit_code = 3
 
 
+class ResultsUnwritable(RaysiegeError):
+    """The results folder stopped taking writes during the run; the run was stopped."""
+
+    exit_code = 3
+
+
 class AgentLost(RaysiegeError):
     """An agent died during the run (its intervals received so far are kept)."""
 

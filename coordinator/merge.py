@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
@@ -84,6 +85,8 @@ class FleetState:
     warmup_status_counts: Counter[str] = field(default_factory=Counter)
     warmup_end_unix_s: float | None = None
     degraded: list[Degraded] = field(default_factory=list)
+    # Spans of time in which requests failed, merged over agents: [from, to, errors, codes]
+    error_windows: list[dict[str, Any]] = field(default_factory=list)
 
     def agent(self, index: int) -> AgentState:
         if index not in self.agents:
@@ -133,6 +136,29 @@ class FleetState:
             self.last_end_unix_s = report.end_unix_s
         agent.requests += completed
         agent.status_counts.update(report.status_counts)
+        failed = {code: n for code, n in report.status_counts.items() if code != "OK" and n}
+        if failed:
+            self._note_errors(report.start_unix_s, report.end_unix_s, failed)
+
+    def _note_errors(self, start: float, end: float, failed: dict[str, int]) -> None:
+        """Merge an interval with errors into the window it touches (an outage seen by
+        several agents is one window), or open a new one."""
+        for window in self.error_windows:
+            if start <= window["to_unix_s"] + 0.5 and end >= window["from_unix_s"] - 0.5:
+                window["from_unix_s"] = min(window["from_unix_s"], start)
+                window["to_unix_s"] = max(window["to_unix_s"], end)
+                window["errors"] += sum(failed.values())
+                for code, n in failed.items():
+                    window["status_counts"][code] = window["status_counts"].get(code, 0) + n
+                return
+        self.error_windows.append(
+            {
+                "from_unix_s": start,
+                "to_unix_s": end,
+                "errors": sum(failed.values()),
+                "status_counts": dict(failed),
+            }
+        )
 
     def mark_lost(self, index: int, reason: str, at_unix_s: float | None = None) -> None:
         """Agent `index` died: what it sent is kept; the fleet is degraded from now on."""

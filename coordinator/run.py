@@ -24,7 +24,7 @@ from typing import Any
 from agents.spec import AgentSpec
 from agents.target import Target, TargetError
 from coordinator import cluster
-from coordinator.errors import PlanError, TargetUnavailable
+from coordinator.errors import PlanError, ResultsUnwritable, TargetUnavailable
 from coordinator.exporter import RunInfo, fleet_registry, serve_metrics
 from coordinator.local_server import LocalServer, start_local_server
 from coordinator.merge import FleetState
@@ -52,6 +52,7 @@ class RunOptions:
     target_timeout_s: float = 30.0
     server_args: list[str] = field(default_factory=list)
     handle_signals: bool = False  # SIGINT/SIGTERM stop the run gracefully (the CLI sets it)
+    keep_ray: bool = False  # leave a Ray this run started up (for several runs in one process)
 
 
 @dataclass
@@ -95,6 +96,7 @@ class Run:
         self.local_server: LocalServer | None = None
         self.fleet: cluster.Fleet | None = None
         self.aborted: str | None = None
+        self.results_error: str | None = None
         self.info = RunInfo(
             run_id=self.run_id,
             plan=plan.name,
@@ -121,11 +123,11 @@ class Run:
 
             fleet_plan = self.plan.fleet
             # In this (the main) thread: Ray installs signal handlers only there.
-            where = cluster.connect(
+            where, started = cluster.connect(
                 self.options.address, agents=fleet_plan.agents, agent_cpus=fleet_plan.agent_cpus
             )
             log.info("using %s", where)
-            if self.options.address is None:
+            if started and not self.options.keep_ray:
                 stack.callback(cluster.disconnect)
             fleet = await cluster.place_agents(
                 fleet_plan.agents,
@@ -148,7 +150,13 @@ class Run:
             started = self._wall()
             summary = await self._drive(fleet, target)
             summary["started_unix_s"] = started
-            self.writer.write_json(SUMMARY, summary)
+            if self.results_error is None:
+                self.writer.write_json(SUMMARY, summary)
+            else:
+                raise ResultsUnwritable(
+                    f"results could not be written to {self.out_dir}: {self.results_error}; "
+                    f"the run was stopped after {summary['requests']} requests"
+                )
             linger = self.plan.outputs.linger_s
             if linger > 0 and self.metrics_port is not None and not self._stop.is_set():
                 # Let the last scrape see final values; a signal cuts it short.
@@ -161,12 +169,19 @@ class Run:
     def _open_results(self, stack: AsyncExitStack) -> None:
         try:
             self.writer.open()
+            self.writer.write_json(PLAN, {"run_id": self.run_id, **self.plan.to_dict()})
         except OSError as error:
+            self._close_results()
             raise PlanError(
-                "outputs.dir", f"cannot write results to {self.out_dir}: {error.strerror}"
+                "outputs.dir", f"cannot write results to {self.out_dir}: {error.strerror or error}"
             ) from error
-        stack.callback(self.writer.close)
-        self.writer.write_json(PLAN, {"run_id": self.run_id, **self.plan.to_dict()})
+        stack.callback(self._close_results)
+
+    def _close_results(self) -> None:
+        try:
+            self.writer.close()
+        except OSError as error:  # already reported when a write failed
+            log.debug("closing the results: %s", error)
 
     def _serve_metrics(self, stack: AsyncExitStack) -> None:
         out = self.plan.outputs
@@ -229,7 +244,11 @@ class Run:
             try:
                 async for ref in actor.run.remote(spec.to_dict()):
                     report = IntervalReport.FromString(await ref)
-                    writer.append(report)  # on disk before it is counted anywhere
+                    try:
+                        writer.append(report)  # on disk before it is counted anywhere
+                    except OSError as error:
+                        self._results_failed(error)
+                        return
                     with self.lock:
                         self.state.add(report)
                 return
@@ -298,6 +317,16 @@ class Run:
         summary["interrupted"] = interrupted and self.aborted is None
         summary["aborted"] = self.aborted
         return summary
+
+    def _results_failed(self, error: OSError) -> None:
+        """The results folder stopped taking writes (disk full, removed, read-only): stop
+        the run cleanly rather than measure what cannot be kept."""
+        if self.results_error is None:
+            self.results_error = error.strerror or str(error)
+            log.error(
+                "cannot write results to %s: %s; stopping the run", self.out_dir, self.results_error
+            )
+        self._stop.set()
 
     def _replacement(self, spec: AgentSpec, elapsed_s: float) -> AgentSpec | None:
         """What a replacement for a lost agent should run, or None (continue without it).

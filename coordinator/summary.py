@@ -98,6 +98,8 @@ def build_summary(
         "window": {"start_unix_s": state.first_start_unix_s, "end_unix_s": state.last_end_unix_s},
         "generator": generator,
         "degraded": [w.to_dict() for w in state.degraded],
+        # when requests failed: an outage shows as one window, merged over agents
+        "error_windows": sorted(state.error_windows, key=lambda w: w["from_unix_s"]),
         "valid": generator["kept_up"] and lost * 2 <= len(agents) and requests > 0,
     }
     verdicts = judge(thresholds or [], summary)
