@@ -9,7 +9,7 @@ export RAY_USAGE_STATS_ENABLED := 0
 
 DEMO_OUT ?= results/demo
 
-.PHONY: run test lint proto bench clean
+.PHONY: run test lint proto bench soak clean
 
 # .venv with the runtime dependencies; reinstalled when pyproject.toml changes.
 $(VENV)/.installed: pyproject.toml
@@ -43,6 +43,10 @@ proto: $(VENV)/.installed-test
 ## bench: benchmarks that print ratios measured side by side (not part of `make test`).
 bench: $(VENV)/.installed-test
 	$(PY) bench/run_all.py
+
+## soak: 10 minutes at a constant rate, memory of every process sampled (not in CI).
+soak: $(VENV)/.installed-test
+	$(PY) bench/soak.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .hypothesis
