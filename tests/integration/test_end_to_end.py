@@ -15,9 +15,11 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from coordinator.errors import TargetUnavailable
+from coordinator.exporter import fleet_registry
 from coordinator.plan import FleetPlan, LoadPlan, OutputPlan, Plan, TargetPlan
 from coordinator.progress import PlainProgress
 from coordinator.results import INTERVALS_LOG, read_reports
@@ -273,3 +275,47 @@ def test_ctrl_c_stops_the_agents_writes_everything_and_exits_130(
     assert summary["interrupted"] is True
     assert summary["requests"] == sum(sum(r.status_counts.values()) for r in read_reports(log)) > 0
     assert "requests" in run.text("stdout")  # the summary was printed too
+
+
+def test_secrets_never_reach_the_results_the_logs_or_metrics(tmp_path, ray_address, caplog):
+    """A bearer token from a file and a secret header are sent, and written nowhere."""
+    from tests.support.fake_server import Behaviour, start_fake_server
+
+    token_file = tmp_path / "token"
+    token_file.write_text("tok-3f9a1c\n")
+    out = tmp_path / "run"
+
+    async def scenario():
+        behaviour = Behaviour(token="tok-3f9a1c")
+        server, port = await start_fake_server(behaviour)
+        try:
+            plan = Plan(
+                target=TargetPlan(
+                    address=f"127.0.0.1:{port}",
+                    bearer_token_file=str(token_file),
+                    metadata={"x-api-key": "key-77d2e0"},
+                ),
+                load=LoadPlan(concurrency=1, requests=20),
+                fleet=FleetPlan(agents=1, agent_cpus=0.5),
+                outputs=OutputPlan(dir=str(out), metrics_port=0),
+            )
+            run = Run(plan, RunOptions(), progress=PlainProgress())
+            task = asyncio.ensure_future(run.execute())
+            while run.metrics_port is None:
+                await asyncio.sleep(0.01)  # polling period
+            return await task, run
+        finally:
+            await server.stop(0)
+
+    caplog.set_level("DEBUG")
+    result, run = asyncio.run(scenario())
+    assert result.summary["ok"] == 20  # the token went out with every request
+    written = b"".join(p.read_bytes() for p in out.rglob("*") if p.is_file())
+    metrics = generate_latest(fleet_registry(run.state, run.info, run.lock))
+    logs = caplog.text.encode()
+    for secret in (b"tok-3f9a1c", b"key-77d2e0"):
+        assert secret not in written and secret not in metrics and secret not in logs
+    assert logs  # the run did log
+    assert (
+        b"x-api-key" in (out / "plan.json").read_bytes()
+    )  # the header is named, its value redacted
