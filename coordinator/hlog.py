@@ -14,6 +14,10 @@ read this format (histogram log format 1.3)::
 One line per agent-interval, in the order the reports arrived (the order of
 `intervals.pb` and of the intervals CSV). Timestamps are seconds relative to BaseTime;
 the payload is the agent's own encoded latency histogram (microseconds), byte for byte.
+The header is written with the first interval: start and base time are that interval's
+start less its length. Readers skip an interval that starts before StartTime, and the
+agents of a fleet run the same schedule, so another agent's first interval, reported
+later, cannot start that much earlier.
 Lines are untagged except warm-up intervals, tagged `warmup`: the tools process untagged
 lines by default, so summing a log with them gives the measured window, as the summary
 does. `Interval_Max` is in milliseconds (the microsecond maximum / 1000, exact to 3
@@ -62,8 +66,8 @@ def interval_line(report: IntervalReport, latency: HdrHistogram, base_unix_s: fl
     """One interval: start (relative to the base time), length, max (ms), histogram.
 
     `latency` is `report.latency_hdr` decoded (for its maximum); the payload written is
-    the report's own encoding. A start before the base time (only with clocks skewed by
-    more than the run's set-up time) is written as 0, the interval ending where it did:
+    the report's own encoding. A start before the base time (only with agents' clocks
+    skewed by more than an interval) is written as 0, the interval ending where it did:
     readers skip negative timestamps.
     """
     start = max(0.0, report.start_unix_s - base_unix_s)
@@ -74,16 +78,22 @@ def interval_line(report: IntervalReport, latency: HdrHistogram, base_unix_s: fl
     return f"{tag}{start:.3f},{length:.3f},{max_ms:.3f},{payload}\n"
 
 
-class HlogWriter:
-    """Writes the header at once, then a line per report, flushed each time."""
+def base_time(first: IntervalReport) -> float:
+    """The log's start and base time, from the first report to arrive."""
+    return first.start_unix_s - max(0.0, first.end_unix_s - first.start_unix_s)
 
-    def __init__(self, stream: IO[str], start_unix_s: float) -> None:
+
+class HlogWriter:
+    """Writes the header with the first report, then a line per report, flushed each time."""
+
+    def __init__(self, stream: IO[str]) -> None:
         self._stream = stream
-        self.base_unix_s = start_unix_s
-        stream.write(header(start_unix_s))
-        stream.flush()
+        self.base_unix_s: float | None = None
 
     def write(self, report: IntervalReport, latency: HdrHistogram) -> None:
+        if self.base_unix_s is None:
+            self.base_unix_s = base_time(report)
+            self._stream.write(header(self.base_unix_s))
         self._stream.write(interval_line(report, latency, self.base_unix_s))
         self._stream.flush()
 

@@ -7,13 +7,13 @@ from hdrh.histogram import HdrHistogram
 from hdrh.log import HistogramLogReader
 
 from agents.histogram import decode, new_histogram
-from coordinator.hlog import LEGEND, HlogWriter, header, interval_line
+from coordinator.hlog import LEGEND, HlogWriter, base_time, header, interval_line
 from tests.support.interval_reports import T0, make_report
 
 
-def write_log(path, reports, start=T0):
+def write_log(path, reports):
     with open(path, "w") as stream:
-        writer = HlogWriter(stream, start)
+        writer = HlogWriter(stream)
         for report in reports:
             writer.write(report, decode(report.latency_hdr))
     return path
@@ -101,10 +101,16 @@ def test_adding_the_untagged_lines_gives_the_measured_window(tmp_path):
     assert total.get_max_value() < 500_000  # the warm-up's 0.5 s is not in it
 
 
-def test_lines_are_flushed_as_written():
+def test_the_header_comes_with_the_first_interval_and_lines_are_flushed_as_written():
     stream = io.StringIO()
-    writer = HlogWriter(stream, T0)
-    assert stream.getvalue().endswith(LEGEND + "\n")
-    report = make_report(0, 0, [0.001])
-    writer.write(report, decode(report.latency_hdr))
-    assert stream.getvalue().count("\n") == 6
+    writer = HlogWriter(stream)
+    assert stream.getvalue() == ""
+    first = make_report(1, 0, [0.001], offset_s=0.01)
+    writer.write(first, decode(first.latency_hdr))
+    assert base_time(first) == writer.base_unix_s == first.start_unix_s - 1.0
+    text = stream.getvalue()
+    assert text.startswith(header(writer.base_unix_s)) and text.count("\n") == 6
+    # another agent's first interval, reported later, starting a little earlier: in range
+    other = make_report(0, 0, [0.002])
+    writer.write(other, decode(other.latency_hdr))
+    assert stream.getvalue().splitlines()[-1].startswith("0.990,1.000,2.000,")
