@@ -77,10 +77,12 @@ def throughput_figure(tl: Timeline) -> bytes:
         _, ok = _series(tl, [b.status_counts.get("OK", 0) / b.width_s for b in tl.bins])
         top.plot(x, total, "-o", ms=3, color="#1f77b4", label="completed (any status)")
         top.plot(x, ok, "-", lw=1, color="#2ca02c", label="OK")
-        if any(b.target is not None for b in tl.bins):
+        targets = [b.target for b in tl.bins if b.target is not None]
+        if targets:
             _, target = _series(tl, [b.target for b in tl.bins])
             top.plot(x, target, "--", lw=1, color="#555555", label="target rate")
-        top.set_ylim(bottom=0)
+        highest = max([b.throughput_rps for b in tl.bins] + targets + [1.0])
+        top.set_ylim(0, highest * 1.15)  # headroom: a steady rate is not drawn on the frame
         codes = tl.error_codes()
         base = [0.0] * len(tl.bins)
         for code, color in zip(codes, ERROR_COLORS * len(codes), strict=False):
@@ -157,10 +159,12 @@ def distribution_figure(hist: HdrHistogram, marks: dict[str, float] | None = Non
     ax.grid(True, which="major", color="#dddddd", lw=0.6)
     ax.set_axisbelow(True)
     if steps:
+        max_ms = hist.get_max_value() / 1000
         x = [1 / (1 - q / 100) for q, _ in steps]
         y = [v / 1000 for _, v in steps]
+        if y[-1] < max_ms:  # the curve ends at the slowest of N requests, at 1/(1-q) = N
+            x, y = [*x, max(x[-1], float(total))], [*y, max_ms]
         ax.plot(x, y, "-", lw=1.6, color="#1f77b4", label="latency")
-        max_ms = hist.get_max_value() / 1000
         ax.axhline(max_ms, ls="--", lw=1, color=COLORS["max"], label=f"max {max_ms:.3f} ms")
         at = dict(steps)
         for name, percentile in marks.items():
@@ -173,6 +177,7 @@ def distribution_figure(hist: HdrHistogram, marks: dict[str, float] | None = Non
                 xytext=(5, 6),
                 ha="left",
                 fontsize=8,
+                bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.85},
             )
         # a decade beyond the last point: nothing is drawn on the frame's edge
         ax.set_xlim(1, 10 ** math.ceil(math.log10(max(x) * 1.5)))
@@ -198,10 +203,12 @@ def send_lag_figure(tl: Timeline, max_send_lag_s: float) -> bytes:
     )
     _time_axes(ax, tl)
     points = [b.send_lag_us for b in tl.bins]
+    highest = max_send_lag_s * 1000
     if any(points):
         for name in ("p99", "max"):
             x, y = _series(tl, [p[name] / 1000 if p else None for p in points])
             ax.plot(x, y, "-o", ms=3, lw=1.4, color=COLORS[name], label=name)
+        highest = max(highest, *(p["max"] / 1000 for p in points if p))
     else:
         _nothing(ax, "no request sent in the measured window")
     ax.axhline(
@@ -211,7 +218,7 @@ def send_lag_figure(tl: Timeline, max_send_lag_s: float) -> bytes:
         color="#555555",
         label=f"limit for p99: {max_send_lag_s * 1000:g} ms",
     )
-    ax.set_ylim(bottom=0)
+    ax.set_ylim(0, highest * 1.2)  # the limit line and the legend clear of the frame
     ax.set_ylabel("send lag (ms)")
     if any(b.dropped for b in tl.bins):
         dropped = ax.twinx()
