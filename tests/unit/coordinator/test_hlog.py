@@ -2,7 +2,11 @@
 
 import io
 import re
+import shutil
+import subprocess
+from pathlib import Path
 
+import pytest
 from hdrh.histogram import HdrHistogram
 from hdrh.log import HistogramLogReader
 
@@ -114,3 +118,29 @@ def test_the_header_comes_with_the_first_interval_and_lines_are_flushed_as_writt
     other = make_report(0, 0, [0.002])
     writer.write(other, decode(other.latency_hdr))
     assert stream.getvalue().splitlines()[-1].startswith("0.990,1.000,2.000,")
+
+
+HDRHISTOGRAM_JAR = Path("/usr/share/java/hdrhistogram.jar")  # Debian's libhdrhistogram-java
+
+
+@pytest.mark.skipif(
+    not (HDRHISTOGRAM_JAR.exists() and shutil.which("java")),
+    reason="HdrHistogram's Java tools are not installed (apt-get install libhdrhistogram-java)",
+)
+def test_hdrhistograms_own_log_processor_reads_the_measured_window(tmp_path):
+    reports = [make_report(0, 0, [0.5] * 3, warmup=True)] + [
+        make_report(a, s, [0.001 * (a + s + 1)] * 5) for a in range(2) for s in range(1, 4)
+    ]
+    path = write_log(tmp_path / "latency.hlog", reports)
+    out = tmp_path / "processed"
+    processor = ["java", "-cp", str(HDRHISTOGRAM_JAR), "org.HdrHistogram.HistogramLogProcessor"]
+    done = subprocess.run(
+        [*processor, "-i", str(path), "-o", str(out), "-outputValueUnitRatio", "1000"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    footer = (tmp_path / "processed.hgrm").read_text()
+    # untagged lines only: the warm-up's three 0.5 s requests are not in it
+    assert re.search(r"#\[Max\s+=\s+5\.003, Total count\s+=\s+30\]", footer), footer
