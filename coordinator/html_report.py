@@ -83,7 +83,9 @@ def _table(head: list[str], rows: list[list[str]], *, total: list[str] | None = 
 
 
 def verdict(summary: dict[str, Any]) -> tuple[str, str]:
-    """(css class, words) for the run as a whole, as `coordinator.cli.exit_code` judges it."""
+    """(css class, words) for the run as a whole, as `coordinator.cli.exit_code` judges it:
+    invalid, failed (a threshold failed or aborted the run) or passed; lost agents make
+    a degraded window, not a failure."""
     lost = summary["agents_lost"]
     if not summary["valid"]:
         if not summary["generator"]["kept_up"]:
@@ -91,13 +93,14 @@ def verdict(summary: dict[str, Any]) -> tuple[str, str]:
         if not summary["requests"]:
             return "invalid", "INVALID: no request completed"
         return "invalid", f"INVALID: {lost} of {len(summary['agents'])} agents lost"
-    failed = [v["rule"] for v in summary["thresholds"] if not v["passed"]]
-    if failed or lost:
-        why = [f"threshold {rule} failed" for rule in failed]
-        why += [f"{lost} agent(s) lost"] if lost else []
-        return "fail", "FAILED: " + "; ".join(why)
-    checked = len(summary["thresholds"])
-    return "pass", f"PASSED: {checked} threshold(s) held" if checked else "PASSED"
+    failed = [f"threshold {v['rule']} failed" for v in summary["thresholds"] if not v["passed"]]
+    if summary.get("aborted"):
+        failed.append(f"aborted: {summary['aborted']}")
+    if failed:
+        return "fail", "FAILED: " + "; ".join(failed)
+    held = len(summary["thresholds"])
+    words = f"PASSED: {held} threshold(s) held" if held else "PASSED"
+    return "pass", words + (f"; degraded, {lost} agent(s) lost" if lost else "")
 
 
 def summary_rows(
@@ -244,6 +247,7 @@ def render_html(
         + "</div>",
         "<div><h2>Accuracy</h2>" + _table(["", ""], _accuracy_rows(summary)) + "</div>",
         "</div>",
+        *_degraded(summary),
         "<h2>Over time</h2>",
     ]
     for caption, png in figures.items():
@@ -257,7 +261,7 @@ def render_html(
         f'<p class="note">Rendered from {_e(source.get("log", "intervals.pb"))} '
         f"({source.get('records', '?')} interval reports) and plan.json."
         + (
-            f" Agents without a final report (the run was cut short): "
+            f" Agents that sent no final report (lost, or the run was cut short): "
             f"{_e(', '.join(map(str, source['unfinished_agents'])))}."
             if source.get("unfinished_agents")
             else ""
@@ -265,6 +269,23 @@ def render_html(
         + "</p></body></html>"
     )
     return "\n".join(parts) + "\n"
+
+
+def _degraded(summary: dict[str, Any]) -> list[str]:
+    """The windows in which the fleet ran short of a lost agent, if any."""
+    windows = summary.get("degraded") or []
+    if not windows:
+        return []
+    rows = [
+        [
+            f"agent {_e(w.get('agent'))}",
+            _e(w.get("reason", "")),
+            _utc(w.get("from_unix_s")),
+            _utc(w.get("to_unix_s")) if w.get("to_unix_s") else "the end of the run",
+        ]
+        for w in windows
+    ]
+    return ["<h2>Degraded</h2>", _table(["agent lost", "reason", "from", "to"], rows)]
 
 
 def _accuracy_rows(summary: dict[str, Any]) -> list[list[str]]:

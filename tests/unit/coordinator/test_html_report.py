@@ -108,7 +108,8 @@ def test_the_summary_table_has_a_row_per_agent_and_the_total(rendered):
     [
         ({}, "fail", "FAILED: threshold error_rate < 1% failed"),
         ({"thresholds": []}, "pass", "PASSED"),
-        ({"agents_lost": 1}, "fail", "1 agent(s) lost"),
+        ({"agents_lost": 1, "thresholds": []}, "pass", "PASSED; degraded, 1 agent(s) lost"),
+        ({"aborted": "p99 < 50ms failed"}, "fail", "aborted: p99 < 50ms failed"),
         ({"valid": False, "generator": {"kept_up": False}}, "invalid", "generator fell behind"),
         ({"valid": False, "requests": 0}, "invalid", "no request completed"),
     ],
@@ -117,6 +118,14 @@ def test_the_verdict_says_why(rendered, change, css, words):
     summary, _, _ = rendered
     got_css, got_words = verdict({**summary, **change})
     assert got_css == css and words in got_words
+
+
+def test_degraded_windows_are_listed(rendered):
+    summary, _, _ = rendered
+    lost = {"agent": 1, "reason": "node removed", "from_unix_s": 1.8e9, "to_unix_s": None}
+    page = Page()
+    page.feed(render_html({**summary, "degraded": [lost]}, {}, {}))
+    assert ["agent 1", "node removed", "2027-01-15 08:00:00 UTC", "the end of the run"] in page.rows
 
 
 def test_text_from_the_run_is_escaped(rendered):
