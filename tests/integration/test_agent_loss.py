@@ -31,7 +31,7 @@ def plan_for(target: str, out, on_loss: str) -> Plan:
     return Plan(
         name=f"loss-{on_loss}",
         target=TargetPlan(address=target),
-        load=LoadPlan(rate=100.0, duration_s=6.0),
+        load=LoadPlan(rate=100.0, duration_s=6.0, max_send_lag_s=5.0),
         fleet=FleetPlan(agents=2, agent_cpus=0.5, on_agent_loss=on_loss),
         outputs=OutputPlan(dir=str(out), metrics_port=None),
     )

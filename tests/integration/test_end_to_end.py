@@ -164,6 +164,8 @@ def test_a_request_count_is_met_exactly_across_the_fleet(tmp_path, ray_address, 
             "--json",
             "--agent-cpus",
             "0.5",
+            "--max-send-lag",
+            "5s",
         )
     )
     assert run.wait(timeout_s=120) == 0, run.text("stderr")[-3000:]

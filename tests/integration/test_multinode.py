@@ -51,6 +51,9 @@ def start(cluster, target, out, *args: str) -> Child:
             "--no-metrics",
             "--agent-cpus",
             "0.5",
+            # placement is the point here, not the generator's timing on a busy machine
+            "--max-send-lag",
+            "5s",
             *args,
         )
     )
