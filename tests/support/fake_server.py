@@ -3,13 +3,22 @@
 It answers ModelInfer after `delay_s` (asyncio.sleep, so it serves many calls at once) with
 probabilities that put all the weight on `answer` (or on nothing when None), and can be
 told to fail with a status code. Not TensorFlow: where the model is not the point.
+
+With `slots` (`--slots K --service-ms S`) it is a server of known capacity K/S requests/s:
+at most K calls are served at once, each for S, first come first served; the others
+queue. The queue runs on a virtual schedule (each call is given the earliest free slot
+and finishes S after it starts, computed from the monotonic clock) rather than on a
+semaphore held across `asyncio.sleep`, because a timer that fires late would stretch
+every service time and lower the capacity by an amount nobody knows; here lateness only
+delays a response, never the slot. That is the M/D/K queue of `coordinator.capacity_model`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 import numpy as np
@@ -29,6 +38,7 @@ class Behaviour:
     calls: int = 0
     stall_until: float | None = None
     announce_first: bool = False  # print FIRST_CALL unix=<time> on the first ModelInfer
+    slots: Slots | None = None  # a server of capacity K/S (see Slots)
     # The model it claims to serve, so agents can be shown any V2 model's tensors.
     input_name: str = "input"
     input_datatype: str = "FP32"
@@ -36,6 +46,26 @@ class Behaviour:
     output_name: str = "probabilities"
     token: str | None = None  # require "authorization: Bearer <token>"
     last_request: pb.ModelInferRequest | None = None
+
+
+@dataclass
+class Slots:
+    """K slots, each serving one call at a time for `service_s`, first come first served."""
+
+    k: int
+    service_s: float
+    free_at: list[float] = field(default_factory=list)  # a heap: when each slot frees up
+
+    def __post_init__(self) -> None:
+        if self.k < 1 or not self.service_s > 0:
+            raise ValueError(f"slots need k >= 1 and a positive service time, got {self}")
+        self.free_at = [0.0] * self.k
+
+    def admit(self, now: float) -> float:
+        """When a call arriving at `now` is done: it starts on the earliest free slot."""
+        done = max(now, heapq.heappop(self.free_at)) + self.service_s
+        heapq.heappush(self.free_at, done)
+        return done
 
 
 async def hold(seconds: float, spin_s: float = 0.002) -> None:
@@ -94,6 +124,8 @@ class FakeInference(pb_grpc.GRPCInferenceServiceServicer):
             await hold(b.stall_until - now)
         if b.delay_s:
             await hold(b.delay_s)
+        if b.slots is not None:
+            await asyncio.sleep(max(0.0, b.slots.admit(time.perf_counter()) - time.perf_counter()))
         if b.fail_with is not None:
             await context.abort(b.fail_with, "told to fail")
         if b.token is not None:
@@ -132,7 +164,8 @@ async def start_fake_server(
 
 
 def main() -> None:
-    """`python -m tests.support.fake_server [--delay-ms D]`: serve until killed, print READY."""
+    """`python -m tests.support.fake_server [--delay-ms D] [--slots K --service-ms S]`: serve
+    until killed, print READY."""
     import argparse
 
     parser = argparse.ArgumentParser()
@@ -141,12 +174,15 @@ def main() -> None:
     parser.add_argument("--stall-at-call", type=int, default=None)
     parser.add_argument("--stall-ms", type=float, default=0.0)
     parser.add_argument("--announce-first", action="store_true")
+    parser.add_argument("--slots", type=int, default=None, help="calls served at once")
+    parser.add_argument("--service-ms", type=float, default=10.0, help="with --slots")
     args = parser.parse_args()
     behaviour = Behaviour(
         delay_s=args.delay_ms / 1000,
         stall_at_call=args.stall_at_call,
         stall_s=args.stall_ms / 1000,
         announce_first=args.announce_first,
+        slots=None if args.slots is None else Slots(args.slots, args.service_ms / 1000),
     )
 
     async def serve() -> None:
