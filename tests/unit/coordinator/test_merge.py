@@ -70,3 +70,27 @@ def test_a_lost_agent_keeps_what_it_sent():
     state.mark_lost(0, "actor died")
     assert state.agents[0].lost and state.agents[0].requests == 3
     assert state.requests == 3
+
+
+def _lagging(agent: int, seq: int, lag_s: float, behind: bool, dropped: int = 0) -> IntervalReport:
+    lag = Recorder()
+    for _ in range(100):
+        lag.record_s(lag_s)
+    report = _report(agent, seq, [0.001] * 100, {"OK": 100}, dropped=dropped)
+    report.send_lag_hdr = lag.take()
+    report.behind = behind
+    return report
+
+
+def test_the_generator_kept_up_through_a_passing_hiccup_but_not_a_chronic_lag():
+    from coordinator.summary import generator_verdict
+
+    hiccup, chronic, dropping = FleetState(), FleetState(), FleetState()
+    for seq in range(10):
+        hiccup.add(_lagging(0, seq, 0.2 if seq == 3 else 0.001, behind=seq == 3))
+        chronic.add(_lagging(0, seq, 0.2 if seq % 3 == 0 else 0.001, behind=seq % 3 == 0))
+        dropping.add(_lagging(0, seq, 0.001, behind=seq == 5, dropped=1 if seq == 5 else 0))
+    assert hiccup.send_lag_s()["p99"] > 0.05  # the p99 alone would call it invalid
+    assert generator_verdict(hiccup, 0.05)["kept_up"] is True
+    assert generator_verdict(chronic, 0.05)["kept_up"] is False
+    assert generator_verdict(dropping, 0.05)["kept_up"] is False  # a dropped arrival always counts
