@@ -272,12 +272,25 @@ class FleetCollector(Collector):
         agents = GaugeMetricFamily("raysiege_agents", "Agents by state.", labels=["state"])
         counts = dict.fromkeys(AGENT_STATES, 0)
         for agent in state.agents.values():
-            key = "lost" if agent.lost else "finished" if agent.finished else "running"
+            if agent.lost and not agent.replaced_by:
+                key = "lost"
+            else:  # a replaced agent runs again under its index
+                key = "finished" if agent.finished else "running"
             counts[key] += 1
         counts["running"] += max(0, info.agents - len(state.agents))  # not reported yet
         for key in AGENT_STATES:
             agents.add_metric([key], counts[key])
         yield agents
+        yield CounterMetricFamily(
+            "raysiege_agents_lost",
+            "Agents lost during the run (replaced or not).",
+            value=len(state.degraded),
+        )
+        yield GaugeMetricFamily(
+            "raysiege_degraded",
+            "1 while the fleet runs short of an agent it lost (until a replacement reports).",
+            value=1.0 if state.is_degraded else 0.0,
+        )
         per_agent = CounterMetricFamily(
             "raysiege_agent_requests", "Requests completed, by agent index.", labels=["agent"]
         )
