@@ -38,6 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from model_server.batching import BatchingOptions  # noqa: E402
+from model_server.cli import default_intra_op_threads  # noqa: E402
 from tests.support.processes import Child, python  # noqa: E402
 
 METHOD = "/inference.GRPCInferenceService/ModelInfer"
@@ -139,6 +140,7 @@ def in_process_throughput(intra_op: int, sizes: list[int], seconds: float) -> di
 CURVE = (1, 8, 32, 64, 128, 256, 512, 1024)
 ROUNDS = 3
 NO_MODEL = "a server that runs no model"
+CORES = len(os.sched_getaffinity(0))
 
 
 @dataclass
@@ -162,8 +164,12 @@ def load(server: Server, shape: dict) -> dict[str, float]:
         python(__file__, "loadgen", str(server.port), json.dumps(shape)),
         capture_output=True,
         text=True,
-        check=True,
     )
+    if out.returncode != 0:
+        raise RuntimeError(
+            f"the load generator failed against port {server.port}:\n{out.stderr[-3000:]}\n"
+            f"--- the server's log\n{server.child.text('stderr')[-3000:]}"
+        )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -176,7 +182,7 @@ CONFIGS: dict[str, tuple[list[str] | None, tuple[str, ...]]] = {
     "defaults": ([], ("low", "saturation")),
     "--no-batching": (["--no-batching"], ("low", "saturation")),
     "--batch-timeout-us 1000": (["--batch-timeout-us", "1000"], ("low", "saturation")),
-    "--intra-op-threads 1": (["--intra-op-threads", "1"], ("low", "saturation")),
+    f"--intra-op-threads {CORES}": (["--intra-op-threads", str(CORES)], ("low", "saturation")),
     "--batch-threads 2 --intra-op-threads 1": (
         ["--batch-threads", "2", "--intra-op-threads", "1"],
         ("saturation",),
@@ -187,7 +193,6 @@ CONFIGS: dict[str, tuple[list[str] | None, tuple[str, ...]]] = {
 
 
 def main() -> None:
-    cores = len(os.sched_getaffinity(0))
     shapes = {"low": LOW_LOAD, "saturation": SATURATION}
     # Every server runs at once, idle but for the one under load, and the measurements
     # take turns in rounds, so a change in the machine's background load touches them
@@ -202,7 +207,9 @@ def main() -> None:
                 servers[name] = start_server(*(flags or []), fake=flags is None)
             inproc = json.loads(
                 subprocess.run(
-                    python(__file__, "inprocess", str(cores), *map(str, CURVE)),
+                    python(
+                        __file__, "inprocess", str(default_intra_op_threads(1)), *map(str, CURVE)
+                    ),
                     capture_output=True,
                     text=True,
                     check=True,
@@ -218,7 +225,7 @@ def main() -> None:
             for server in servers.values():
                 server.child.stop()
     figures = {key: median_of(results) for key, results in rounds.items()}
-    report(BatchingOptions(), cores, inproc, figures)
+    report(BatchingOptions(), CORES, inproc, figures)
 
 
 def report(
@@ -228,7 +235,8 @@ def report(
         f"model server on {cores} cores; defaults: max batch {defaults.max_batch_size}, "
         f"batch timeout {defaults.batch_timeout_s * 1e6:.0f} µs, "
         f"{defaults.batch_threads} batch thread, {defaults.max_enqueued_batches} enqueued "
-        f"batches, TensorFlow intra-op threads = cores / workers; medians of {ROUNDS} rounds"
+        f"batches, {default_intra_op_threads(1)} TensorFlow intra-op thread(s); "
+        f"medians of {ROUNDS} rounds"
     )
     peak = max(inproc.values())
     print("in-process: the served model function called in a loop, images/s by batch size")

@@ -403,7 +403,7 @@ def test_the_settings_are_in_the_server_metadata(stub: pb_grpc.GRPCInferenceServ
         f"max_enqueued_batches={defaults.max_enqueued_batches}",
         f"max_request_batch={MAX_BATCH}",
         "workers=1",
-        f"intra_op_threads={len(os.sched_getaffinity(0))}",
+        f"intra_op_threads={max(1, len(os.sched_getaffinity(0)) - 1)}",
         "inter_op_threads=1",
     } == extensions
 

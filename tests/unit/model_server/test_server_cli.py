@@ -63,7 +63,7 @@ def test_serve_defaults() -> None:
     assert options.batching == BatchingOptions()
     assert options.max_request_batch == 1024
     assert (options.metrics_host, options.metrics_port) == ("127.0.0.1", DEFAULT_METRICS_PORT)
-    assert options.intra_op_threads == len(os.sched_getaffinity(0))
+    assert options.intra_op_threads == max(1, len(os.sched_getaffinity(0)) - 1)
     assert options.inter_op_threads == 1
     assert not options.reuse_port
     args = build_parser().parse_args(["serve", "--port", "0", "--cache-dir", "/tmp/c"])
@@ -105,10 +105,12 @@ def test_metrics_port(argv: list[str], port: int | None) -> None:
     assert resolved(*argv).metrics_port == port
 
 
-def test_tensorflow_threads_are_shared_out_over_workers() -> None:
-    cores = len(os.sched_getaffinity(0))
-    assert resolved("--workers", str(cores)).intra_op_threads == 1
-    assert resolved("--workers", str(4 * cores)).intra_op_threads == 1
+def test_tensorflow_threads_leave_a_core_to_grpc_and_are_shared_out_over_workers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for cores, workers, threads in [(2, 1, 1), (2, 2, 1), (9, 1, 8), (9, 2, 4), (9, 16, 1)]:
+        monkeypatch.setattr(os, "sched_getaffinity", lambda _, n=cores: set(range(n)))
+        assert resolved("--workers", str(workers)).intra_op_threads == threads
     assert resolved("--workers", "2", "--intra-op-threads", "0").intra_op_threads == 0
 
 
