@@ -7,9 +7,13 @@ A trial at a rate is judged by `judge`: it passes only if the merged percentile 
 the SLO, the early-stopping binomial check (`coordinator.capacity_stats`) says the sample
 shows it at the chosen confidence, the error rate is under the limit, accuracy over its
 minimum, nothing was dropped at the in-flight cap, and the load generator kept up (send
-lag within its limit, the scheduled number of requests sent). A trial whose generator
-fell behind is not the server's failure: it is `limited`, retried once, and if it falls
-behind again the search ends asking for more agents.
+lag p99 within its limit, the scheduled number of requests sent, no agent lost). A
+trial whose generator fell behind is not the server's failure: it is `limited` and
+retried once, and when the retry falls behind too the search ends asking for more
+agents. Two judgements differ from the run summary's `generator.kept_up`: arrivals
+dropped at the in-flight cap are requests the server left unanswered, so they count
+against the server; and a late generator does not excuse a server whose errors, or
+whose percentile less the send lag, miss the SLO anyway.
 
 `next_step` is the search. Grow the rate geometrically from the start rate until a trial
 fails (shrink instead if the first one does); bisect between the highest passing rate
@@ -24,14 +28,18 @@ a pure function of the trials, so it is tested with tables and with a simulated 
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from dataclasses import asdict, dataclass, field, fields
+from typing import TYPE_CHECKING, Any, Literal
 
 from coordinator.capacity_stats import confidence_of, default_min_requests, max_over
 from coordinator.errors import PlanError
 from coordinator.thresholds import LATENCY, parse_threshold
+
+if TYPE_CHECKING:
+    from coordinator.plan import CapacityPlan
 
 Phase = Literal["grow", "shrink", "bisect", "confirm"]
 Outcome = Literal["pass", "fail", "limited"]
@@ -90,7 +98,7 @@ class Settings:
     max_rate: float | None = None
     growth: float = 2.0
     trial_duration_s: float = 10.0
-    confirm_duration_s: float = 30.0
+    confirm_duration_s: float | None = None  # None: three trial durations
     min_requests: int | None = None  # None: capacity_stats.default_min_requests
     rate_tolerance: float = 0.05  # sent may fall short of the schedule by this much
     max_trials: int = 25
@@ -110,6 +118,8 @@ class Settings:
             raise bad("precision", f"must be in [0.5%, 100%], got {self.precision}")
         for name in ("start_rate", "trial_duration_s", "confirm_duration_s"):
             value = getattr(self, name)
+            if value is None and name == "confirm_duration_s":
+                continue
             if not (value > 0 and math.isfinite(value)):
                 raise bad(name.removesuffix("_s"), f"must be positive, got {value}")
         if self.max_rate is not None and not self.max_rate >= self.start_rate:
@@ -127,6 +137,10 @@ class Settings:
         return self
 
     @property
+    def confirm_s(self) -> float:
+        return self.confirm_duration_s or 3 * self.trial_duration_s
+
+    @property
     def requests_per_trial(self) -> int:
         if self.min_requests is not None:
             return self.min_requests
@@ -137,9 +151,27 @@ class Settings:
         the rate is too low to reach the minimum request count in it (the confirmation
         asks for proportionally more requests). Arrivals are Poisson, so the count is
         aimed four standard deviations above the minimum."""
-        base = self.confirm_duration_s if phase == "confirm" else self.trial_duration_s
+        base = self.confirm_s if phase == "confirm" else self.trial_duration_s
         requests = self.requests_per_trial * base / self.trial_duration_s
         return max(base, (requests + 4 * math.sqrt(requests)) / rate)
+
+
+def settings_for(
+    capacity: CapacityPlan, *, slo_required: bool = True, **overrides: Any
+) -> Settings:
+    """Settings from a plan's `capacity:` section with overrides (flags, keyword
+    arguments) laid over it; None leaves a setting to the section, then to the default."""
+    values = {k: v for k, v in asdict(capacity).items() if v is not None}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    slo = values.pop("slo", None)
+    if slo is None:
+        if slo_required:
+            raise PlanError("capacity.slo", "give an SLO such as 'p99<50ms' (--slo, capacity.slo)")
+        slo = "p99<1s"  # checking the other settings of a plan that only `start`s
+    unknown = sorted(set(values) - {f.name for f in fields(Settings)})
+    if unknown:
+        raise PlanError(f"capacity.{unknown[0]}", "unknown setting")
+    return Settings(slo=slo if isinstance(slo, Slo) else parse_slo(slo), **values).validate()
 
 
 @dataclass(frozen=True)
@@ -304,11 +336,15 @@ class _Standing:
             and t.rate not in failed
             and (failing is None or t.rate < failing)
         }
-        limited_counts: dict[float, int] = {}
-        for t in trials:
-            if t.outcome == "limited":
-                limited_counts[t.rate] = limited_counts.get(t.rate, 0) + 1
-        limited = min((r for r, n in limited_counts.items() if n >= 2), default=None)
+        # A trial and its retry both limited: the generator cannot do that rate.
+        limited = min(
+            (
+                b.rate
+                for a, b in itertools.pairwise(trials)
+                if a.outcome == b.outcome == "limited" and a.rate == b.rate
+            ),
+            default=None,
+        )
         confirmed = frozenset(
             t.rate for t in trials if t.phase == "confirm" and t.outcome == "pass"
         )
@@ -324,7 +360,8 @@ def next_step(settings: Settings, trials: Sequence[Trial]) -> Probe | Finished:
 
     if trials and trials[-1].outcome == "limited":
         last = trials[-1]
-        if sum(t.rate == last.rate and t.outcome == "limited" for t in trials) == 1:
+        before = trials[-2] if len(trials) > 1 else None
+        if not (before and before.outcome == "limited" and before.rate == last.rate):
             return Probe(last.rate, last.phase, last.measurement.duration_s)  # retry once
 
     st = _Standing.of(trials)
@@ -537,3 +574,46 @@ def trial_row(trial: Trial) -> dict[str, Any]:
         "duration_s": m.duration_s,
         "reasons": "; ".join(trial.reasons),
     }
+
+
+def format_result(result: CapacityResult) -> str:
+    """A short human-readable verdict (the full one is capacity.json)."""
+    s = result.settings
+    slo = s.slo
+    rate = result.max_rate_rps
+    if result.status == "found":
+        head = f"capacity: {rate:g} requests/s meet {slo.rule}"
+    elif result.status == "max_rate":
+        head = f"capacity: at least {rate:g} requests/s (the highest allowed)"
+    else:
+        head = {
+            "generator_limited": "capacity: not found, the load generator limited the search",
+            "no_passing_rate": "capacity: no rate tried met the SLO",
+            "trial_budget": "capacity: not found within the trial budget",
+            "interrupted": "capacity: interrupted",
+        }[result.status]
+    lines = [head, f"  verdict    {result.finished.message}"]
+    answer = result.answer
+    if answer is not None:
+        m = answer.measurement
+        upper = (
+            f" (upper {s.confidence:.0%} bound {m.percentile_upper_s * 1e3:.2f} ms)"
+            if m.percentile_upper_s is not None
+            else ""
+        )
+        error_rate = m.errors / m.requests if m.requests else 0.0
+        lines.append(
+            f"  answer     trial {answer.index} ({answer.phase}, {m.duration_s:.1f} s): "
+            f"{slo.metric} {m.percentile_s * 1e3:.2f} ms{upper}; {m.over_bound} of "
+            f"{m.requests} over {slo.bound_s * 1e3:g} ms (at most {answer.max_over}); "
+            f"confidence {answer.confidence:.1%}; errors {error_rate:.3%}; "
+            f"{m.throughput_rps:.1f} requests/s completed"
+        )
+    phases: dict[str, int] = {}
+    for t in result.trials:
+        phases[t.phase] = phases.get(t.phase, 0) + 1
+    counted = ", ".join(f"{n} {phase}" for phase, n in phases.items())
+    elapsed = result.facts.get("elapsed_s")
+    took = f" in {elapsed:.0f} s" if isinstance(elapsed, int | float) else ""
+    lines.append(f"  trials     {len(result.trials)} ({counted}){took}")
+    return "\n".join(lines)

@@ -204,6 +204,37 @@ def _add_plan_flags(p: argparse.ArgumentParser) -> None:
     out.add_argument("--name", help="the plan's name, in /metrics and the summary")
 
 
+def _add_capacity_flags(p: argparse.ArgumentParser) -> None:
+    c = p.add_argument_group("capacity search (also the plan's capacity: section)")
+    c.add_argument("--slo", help="the latency SLO, e.g. 'p99<50ms' (p50, p90, p95, p99, p999)")
+    c.add_argument("--max-error-rate", help="errors allowed in a passing trial (default 0.1%%)")
+    c.add_argument("--min-accuracy", help="checked predictions' accuracy at least (default: none)")
+    c.add_argument(
+        "--confidence", help="that the percentile is under the bound, binomial (default 95%%)"
+    )
+    c.add_argument(
+        "--precision", help="stop bisecting within this of the lowest failing rate (default 5%%)"
+    )
+    c.add_argument("--start-rate", type=_positive_float("capacity.start_rate"), help="default 50")
+    c.add_argument("--max-rate", type=_positive_float("capacity.max_rate"), help="default: none")
+    c.add_argument("--trial-duration", help="measured time per trial (default 10s)")
+    c.add_argument("--confirm-duration", help="the confirmation run (default 3 trial durations)")
+    c.add_argument(
+        "--min-requests",
+        type=_positive_int("capacity.min_requests"),
+        help="requests per trial at least; low rates run longer (default: from the binomial, "
+        "1,200 for p99 at 95%%)",
+    )
+    c.add_argument(
+        "--server-args",
+        help="extra arguments for the bundled model server, e.g. '--workers 2 --no-batching'",
+    )
+    c.add_argument(
+        "--connect-timeout", default="30s", help="wait this long for the target (default 30s)"
+    )
+    c.add_argument("--json", action="store_true", help="print capacity.json instead")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="coordinator",
@@ -223,6 +254,17 @@ def build_parser() -> argparse.ArgumentParser:
         "validate", help="check a plan (and flags) without running anything"
     )
     _add_plan_flags(validate)
+    capacity = commands.add_parser(
+        "capacity",
+        help="find the highest rate that meets a latency SLO (trials on the same fleet)",
+        description="Grow the rate until a trial fails, bisect to --precision, confirm with a "
+        "longer run. Each trial is an open-loop Poisson run; the load section's batch size, "
+        "timeout, digits, checks, send-lag limit and warm-up (2 s if none) apply to it. "
+        "Exit codes: 0 an answer, 1 none, 2 bad input, 3 the generator limited the search "
+        "(or the target or the cluster could not be used), 130 interrupted.",
+    )
+    _add_plan_flags(capacity)
+    _add_capacity_flags(capacity)
     report = commands.add_parser(
         "report", help="re-render a run's summary from its results folder (even a killed run's)"
     )
@@ -350,6 +392,64 @@ def start(args: argparse.Namespace) -> int:
     return code
 
 
+def capacity(args: argparse.Namespace) -> int:
+    """A capacity search: exit 0 with an answer, 3 when the generator limited it."""
+    import shlex
+
+    from coordinator.capacity import format_result, settings_for
+    from coordinator.capacity_run import CapacitySearch, SearchOptions
+
+    for flag, instead in (
+        ("rate", "--start-rate"),
+        ("duration", "--trial-duration"),
+        ("requests", "--min-requests"),
+        ("threshold", "--slo, --max-error-rate, --min-accuracy"),
+    ):
+        if getattr(args, flag) is not None:
+            raise PlanError(f"--{flag}", f"a capacity search sets it per trial; use {instead}")
+    plan = plan_from_args(args)
+
+    def percent(name: str) -> float | None:
+        value = getattr(args, name)
+        return None if value is None else parse_percent(value, f"capacity.{name}")
+
+    def duration(name: str) -> float | None:
+        value = getattr(args, name)
+        return None if value is None else parse_duration(value, f"capacity.{name}")
+
+    settings = settings_for(
+        plan.capacity,
+        slo=args.slo,
+        max_error_rate=percent("max_error_rate"),
+        min_accuracy=percent("min_accuracy"),
+        confidence=percent("confidence"),
+        precision=percent("precision"),
+        start_rate=args.start_rate,
+        max_rate=args.max_rate,
+        trial_duration_s=duration("trial_duration"),
+        confirm_duration_s=duration("confirm_duration"),
+        min_requests=args.min_requests,
+    )
+    try:
+        server_args = shlex.split(args.server_args or "")
+    except ValueError as error:
+        raise PlanError("--server-args", str(error)) from None
+    options = SearchOptions(
+        address=args.address,
+        target_timeout_s=parse_duration(args.connect_timeout, "connect_timeout"),
+        server_args=server_args,
+        handle_signals=True,
+    )
+    search = CapacitySearch(plan, settings, options, stream=sys.stderr)
+    result = asyncio.run(search.execute())
+    if args.json:
+        print((search.out_dir / "capacity.json").read_text(), end="")
+    else:
+        print(format_result(result))
+        print(f"results in {search.out_dir}/ (capacity.json, trials.csv, capacity.png)")
+    return result.exit_code
+
+
 def validate(args: argparse.Namespace) -> int:
     plan = plan_from_args(args)
     ld = plan.load
@@ -403,6 +503,8 @@ def main(argv: list[str] | None = None) -> int:
             return validate(args)
         if args.command == "report":
             return report(args)
+        if args.command == "capacity":
+            return capacity(args)
         return start(args)
     except RaysiegeError as error:
         print(f"coordinator: error: {error}", file=sys.stderr)

@@ -1,7 +1,8 @@
 """A run's plan: what to load, how hard, for how long, with which fleet.
 
 A plan is a YAML file (`coordinator start --plan plan.yaml`) and/or command-line flags
-(flags override the file). Sections: `target`, `load`, `fleet`, `thresholds`, `outputs`.
+(flags override the file). Sections: `target`, `load`, `fleet`, `thresholds`, `outputs`,
+and `capacity` (what `coordinator capacity` searches for; see coordinator/capacity.py).
 It is validated completely before anything starts: every problem is a `PlanError` that
 names the field by its dotted path (`load.rate`) and says what is allowed. The plan also
 splits the fleet's load into per-agent `AgentSpec`s.
@@ -124,6 +125,22 @@ class OutputPlan:
 
 
 @dataclass(frozen=True)
+class CapacityPlan:
+    """The `capacity:` section; None leaves a setting to the search's default."""
+
+    slo: str | None = None  # e.g. 'p99<50ms'
+    max_error_rate: float | None = None
+    min_accuracy: float | None = None
+    confidence: float | None = None
+    precision: float | None = None  # relative
+    start_rate: float | None = None
+    max_rate: float | None = None
+    trial_duration_s: float | None = None
+    confirm_duration_s: float | None = None
+    min_requests: int | None = None
+
+
+@dataclass(frozen=True)
 class Plan:
     name: str = "adhoc"
     target: TargetPlan = field(default_factory=TargetPlan)
@@ -132,6 +149,7 @@ class Plan:
     thresholds: tuple[str, ...] = ()
     abort_on_threshold: bool = False
     outputs: OutputPlan = field(default_factory=OutputPlan)
+    capacity: CapacityPlan = field(default_factory=CapacityPlan)
 
     @property
     def load_model(self) -> LoadModel:
@@ -247,6 +265,10 @@ class Plan:
         from coordinator.thresholds import parse_thresholds
 
         parse_thresholds(self.thresholds)
+        if self.capacity != CapacityPlan():
+            from coordinator.capacity import settings_for
+
+            settings_for(self.capacity, slo_required=False)
         return self
 
     # -- what the agents get -------------------------------------------------------------
@@ -362,6 +384,18 @@ _SECTION_KEYS = {
     },
     "fleet": {"agents", "agent_cpus", "placement", "avoid_head", "node_resource", "on_agent_loss"},
     "outputs": {"dir", "metrics_port", "metrics_host", "linger"},
+    "capacity": {
+        "slo",
+        "max_error_rate",
+        "min_accuracy",
+        "confidence",
+        "precision",
+        "start_rate",
+        "max_rate",
+        "trial_duration",
+        "confirm_duration",
+        "min_requests",
+    },
 }
 _TOP_KEYS = {"name", "target", "load", "fleet", "thresholds", "outputs", "capacity"}
 
@@ -483,6 +517,22 @@ def plan_from_mapping(raw: Any, *, source: str = "plan") -> Plan:
     if "linger" in out:
         outputs["linger_s"] = parse_duration(out["linger"], "outputs.linger", allow_zero=True)
 
+    cap = _section(raw, "capacity")
+    capacity: dict[str, Any] = {}
+    if cap.get("slo") is not None:
+        capacity["slo"] = _text(cap["slo"], "capacity.slo")
+    for key in ("max_error_rate", "min_accuracy", "confidence", "precision"):
+        if cap.get(key) is not None:
+            capacity[key] = parse_percent(cap[key], f"capacity.{key}")
+    for key in ("start_rate", "max_rate"):
+        if cap.get(key) is not None:
+            capacity[key] = _number(cap[key], f"capacity.{key}")
+    for key in ("trial_duration", "confirm_duration"):
+        if cap.get(key) is not None:
+            capacity[f"{key}_s"] = parse_duration(cap[key], f"capacity.{key}")
+    if cap.get("min_requests") is not None:
+        capacity["min_requests"] = _number(cap["min_requests"], "capacity.min_requests", int)
+
     thresholds = raw.get("thresholds") or []
     abort = False
     if isinstance(thresholds, dict):
@@ -502,6 +552,7 @@ def plan_from_mapping(raw: Any, *, source: str = "plan") -> Plan:
         thresholds=tuple(thresholds),
         abort_on_threshold=abort,
         outputs=OutputPlan(**outputs),
+        capacity=CapacityPlan(**capacity),
     )
 
 

@@ -353,3 +353,15 @@ def test_the_result_reports_the_answer_with_its_percentile_and_confidence():
     assert len(data["trials"]) == len(trials) and data["target"] == "x"
     row = trial_row(trials[0])
     assert row["rate"] == 50.0 and row["outcome"] == "pass" and row["reasons"] == ""
+
+
+def test_a_limited_trial_after_a_passing_retry_is_retried_again():
+    # the bisection's retry passed; the confirmation at the same rate fell behind once
+    trials = history(
+        (100, "pass"),
+        (200, "fail"),
+        (195, "limited", "bisect"),
+        (195, "pass", "bisect"),
+        (195, "limited", "confirm"),
+    )
+    assert next_step(S, trials) == Probe(195.0, "confirm", 1000 / 195)  # as it was
