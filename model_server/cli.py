@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import sys
@@ -284,11 +285,16 @@ def _serve(
     except ServeError as error:
         log.error("%s", error)
         return 1
-    if any(t.name == LOADER_THREAD and t.is_alive() for t in threading.enumerate()):
-        # Stopped while TensorFlow was still training or loading in its daemon thread;
-        # finalising the interpreter under it can crash, so leave without finalising.
+    loading = any(t.name == LOADER_THREAD and t.is_alive() for t in threading.enumerate())
+    if loading or "tensorflow" in sys.modules:
+        # Everything is drained, flushed and saved by now. Finalising the interpreter
+        # under TensorFlow does nothing we need, takes seconds (a minute on a loaded
+        # machine, past a supervisor's kill timeout) and can crash when a daemon thread
+        # is still training or loading: leave without it.
         logging.shutdown()
-        sys.stderr.flush()
+        for stream in (ready_out, sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):
+                stream.flush()
         os._exit(code)
     return code
 
