@@ -38,6 +38,34 @@ from model_server.api.report_pb2 import IntervalReport
 log = logging.getLogger(__name__)
 
 
+def silence_limit(spec: AgentSpec, *, first: bool) -> float:
+    """How long an agent may go without a report before it counts as lost: a few
+    intervals, or a request's deadline and then some, whichever is longer; the first
+    report may also wait for the agent to reach the target."""
+    limit = max(5 * spec.interval_s, spec.timeout_s + 3 * spec.interval_s)
+    return limit + spec.connect_timeout_s if first else limit
+
+
+def bounded(fn: Callable[[], object], timeout_s: float, what: str) -> None:
+    """Run a teardown step on a daemon thread for at most `timeout_s`: Ray calls block
+    when its control plane is gone, and a stuck teardown must not keep the process."""
+    failure: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            fn()
+        except Exception as error:  # reported below; teardown goes on
+            failure.append(error)
+
+    thread = threading.Thread(target=call, name=f"teardown-{what}", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if thread.is_alive():
+        log.warning("%s did not finish within %.0f s; leaving it", what, timeout_s)
+    elif failure:
+        log.warning("%s failed: %s", what, failure[0])
+
+
 def new_run_id(now: Callable[[], float] = time.time) -> str:
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now()))
     return f"{stamp}-{uuid.uuid4().hex[:6]}"
@@ -128,7 +156,7 @@ class Run:
             )
             log.info("using %s", where)
             if started and not self.options.keep_ray:
-                stack.callback(cluster.disconnect)
+                stack.callback(bounded, cluster.disconnect, 30.0, "Ray shutdown")
             fleet = await cluster.place_agents(
                 fleet_plan.agents,
                 agent_cpus=fleet_plan.agent_cpus,
@@ -137,7 +165,7 @@ class Run:
                 avoid_head=fleet_plan.avoid_head,
             )
             self.fleet = fleet
-            stack.callback(fleet.release)
+            stack.callback(bounded, fleet.release, 30.0, "releasing the agents")
             for info in fleet.where:
                 agent = self.state.agent(info["index"])
                 agent.agent_id, agent.node_id = info["actor_id"], info["node_id"]
@@ -241,9 +269,16 @@ class Run:
         self.progress.start()
 
         async def consume(index: int, actor: Any, spec: AgentSpec) -> None:
+            stream = actor.run.remote(spec.to_dict())
+            limit = silence_limit(spec, first=True)
             try:
-                async for ref in actor.run.remote(spec.to_dict()):
-                    report = IntervalReport.FromString(await ref)
+                while True:
+                    try:
+                        ref = await asyncio.wait_for(stream.__anext__(), limit)
+                    except StopAsyncIteration:
+                        return
+                    report = IntervalReport.FromString(await asyncio.wait_for(ref, limit))
+                    limit = silence_limit(spec, first=False)
                     try:
                         writer.append(report)  # on disk before it is counted anywhere
                     except OSError as error:
@@ -251,7 +286,9 @@ class Run:
                         return
                     with self.lock:
                         self.state.add(report)
-                return
+            except TimeoutError:
+                # A hung actor, or a Ray that went away under us: the run must not hang too.
+                reason = f"no report for {limit:.0f} s"
             except ray.exceptions.RayError as error:
                 text = str(error).strip()
                 reason = text.splitlines()[-1][:300] if text else type(error).__name__

@@ -108,3 +108,37 @@ def test_the_python_api_runs_a_plan_given_as_a_mapping(tmp_path, ray_address, ta
     assert result.summary["requests"] == 40
     assert result.summary["passed"] and result.summary["thresholds"][0]["passed"]
     assert (tmp_path / "summary.json").exists()
+
+
+def test_an_agent_that_hangs_is_declared_lost_instead_of_hanging_the_run(
+    tmp_path, ray_address, target
+):
+    """SIGSTOP freezes an agent's process: Ray still thinks it alive, it never reports."""
+    import os
+    import signal
+
+    from coordinator.run import Run, RunOptions
+
+    plan = Plan(
+        target=TargetPlan(address=target),
+        load=LoadPlan(rate=50.0, duration_s=8.0, timeout_s=1.0, max_send_lag_s=5.0),
+        fleet=FleetPlan(agents=2, agent_cpus=0.5),
+        outputs=OutputPlan(dir=str(tmp_path), metrics_port=None),
+    )
+
+    async def scenario():
+        run = Run(plan, RunOptions())
+        task = asyncio.ensure_future(run.execute())
+        deadline = asyncio.get_running_loop().time() + 120
+        while not (run.fleet and 1 in run.state.agents and run.state.agents[1].reports >= 2):
+            assert not task.done(), task.exception()
+            assert asyncio.get_running_loop().time() < deadline, "agent 1 never reported"
+            await asyncio.sleep(0.05)  # polling period
+        os.kill(run.fleet.where[1]["pid"], signal.SIGSTOP)
+        return await asyncio.wait_for(task, 120)
+
+    summary = asyncio.run(scenario()).summary
+    frozen = next(a for a in summary["agents"] if a["index"] == 1)
+    assert frozen["lost"] and frozen["lost_reason"].startswith("no report for")
+    assert frozen["requests"] > 0
+    assert next(a for a in summary["agents"] if a["index"] == 0)["requests"] == 200  # 25/s for 8 s
