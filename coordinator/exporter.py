@@ -108,6 +108,7 @@ class HdrLayout:
         self.lows = np.array(lows, dtype=np.int64)
         self.tops = np.array([hist.get_highest_equivalent_value(v) for v in lows], dtype=np.int64)
         self.middles = self.lows + ((self.tops - self.lows + 1) >> 1)
+        self._middles_f = self.middles.astype(np.float64)
         self.counts_len = hist.counts_len
 
     def counts(self, hist: HdrHistogram) -> np.ndarray:
@@ -127,7 +128,9 @@ class HdrLayout:
     def sum_s(self, hist: HdrHistogram) -> float:
         """The recorded values' sum in seconds, each counted at its HDR bucket's middle
         (HdrHistogram's mean times count; within 0.05% of the true sum)."""
-        return float(np.dot(self.counts(hist).astype(np.float64), self.middles)) / 1e6
+        # Elementwise, never np.dot: a BLAS call in this (the scrape) thread can deadlock
+        # with OpenBLAS's fork handlers when the main thread forks (ray.init does).
+        return float(np.sum(self.counts(hist) * self._middles_f)) / 1e6
 
 
 class ExactBuckets:
