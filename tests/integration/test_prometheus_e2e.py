@@ -1,8 +1,9 @@
 """Prometheus end to end: the deploy config and rules, a real Prometheus, a real run.
 
-Debian's `prometheus` scrapes a `coordinator start` run and the MNIST model server it
-loads, with deploy/prometheus/prometheus.yml's settings and rule files, its targets
-pointed at this test's ports. Every PromQL expression of the Grafana dashboard and of the
+Debian's `prometheus` scrapes a `coordinator start` run (on the session's Ray) and the
+MNIST model server it loads (started here with `--metrics-port`, as deploy/ runs it),
+with deploy/prometheus/prometheus.yml's settings and rule files, its targets pointed at
+this test's ports. Every PromQL expression of the Grafana dashboard and of the
 rules is then asked of Prometheus' HTTP API, and each must return a finite sample.
 Alert expressions are asked with `bool` comparisons, so they answer whenever their inputs
 exist, firing or not. Without prometheus/promtool the test skips, and fails when CI is set.
