@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["startup.py", "agents.py", "coordinator.py", "model_server.py"]
+BENCHMARKS = ["startup.py", "agents.py", "accuracy.py", "coordinator.py", "model_server.py"]
 
 
 def main() -> int:
