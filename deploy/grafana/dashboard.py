@@ -185,9 +185,15 @@ def panels() -> list[dict[str, Any]]:
     )
     grid.add(
         "Agents",
-        [q("sum by (state) (raysiege_agents)", "{{state}}")],
+        [
+            q("sum by (state) (raysiege_agents)", "{{state}}"),
+            q("sum(raysiege_agents_lost_total)", "lost (replaced or not)"),
+            q("max(raysiege_degraded)", "degraded"),
+        ],
         unit="short",
         w=8,
+        description="Agents by state; a replaced agent runs again under its index. "
+        "Degraded is 1 while the fleet runs short of a lost agent.",
     )
     grid.add(
         "Requests per agent",
