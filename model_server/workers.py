@@ -33,6 +33,7 @@ from typing import TextIO
 
 from prometheus_client import multiprocess
 
+from model_server.cli import READY_FORMAT
 from model_server.metrics import MetricsPortError, multiprocess_registry, serve_metrics
 from model_server.server import ServeOptions
 
@@ -83,6 +84,7 @@ class _Worker:
     ready: asyncio.Future[float] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
+    reader: asyncio.Task[None] | None = None  # held: the loop keeps only weak references
 
 
 def run_workers(options: ServeOptions, worker_argv: list[str], *, ready_out: TextIO) -> int:
@@ -146,7 +148,7 @@ async def _start(index: int, argv: list[str], port: int, env: dict[str, str]) ->
         env={**env, PARENT_ENV: str(os.getpid())},
     )
     worker = _Worker(index, process)
-    asyncio.get_running_loop().create_task(_read_stdout(worker))
+    worker.reader = asyncio.get_running_loop().create_task(_read_stdout(worker))
     return worker
 
 
@@ -187,7 +189,7 @@ async def _run(
         accuracies = all_ready.result()
         if len(set(accuracies)) > 1:
             log.warning("the workers report different accuracies: %s", accuracies)
-        print(f"READY port={port} accuracy={accuracies[0]:.4f}", file=ready_out, flush=True)
+        print(READY_FORMAT.format(port=port, accuracy=accuracies[0]), file=ready_out, flush=True)
         log.info("all %d workers ready on %s:%d", len(workers), options.host, port)
         done, _ = await asyncio.wait({stopping, *exits}, return_when=asyncio.FIRST_COMPLETED)
         if stopping in done:
