@@ -16,6 +16,21 @@ os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
 
 
 @pytest.fixture(scope="session", autouse=True)
+def stop_leftover_children():
+    """Stop children a failed test left running (SIGTERM first: a coordinator then stops
+    its own Ray and model server)."""
+    yield
+    from tests.support.processes import STARTED
+
+    for child in STARTED:
+        if child.process.poll() is None:
+            try:
+                child.stop(timeout_s=30)
+            except Exception:  # a child that will not die must not hide the test results
+                child.process.kill()
+
+
+@pytest.fixture(scope="session", autouse=True)
 def model_cache(tmp_path_factory) -> str:
     """One model cache for the session, so the bundled server trains at most once."""
     path = str(tmp_path_factory.mktemp("model-cache"))

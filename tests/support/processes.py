@@ -17,6 +17,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 
 
+# Every child started by the tests; tests/conftest.py stops those still running when the
+# session ends, so a test that fails before stopping its child leaks nothing.
+STARTED: list[Child] = []
+
+
 class Child:
     """A child process whose stdout and stderr lines are collected as they come."""
 
@@ -38,6 +43,7 @@ class Child:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
+        STARTED.append(self)
         self.stdout: list[str] = []
         self.stderr: list[str] = []
         self._changed = threading.Condition()
