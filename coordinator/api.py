@@ -97,6 +97,7 @@ async def find_capacity_async(
     trial_duration: float | str | None = None,
     confirm_duration: float | str | None = None,
     min_requests: int | None = None,
+    max_trials: int | None = None,
     out: str | Path | None = None,
     address: str | None = None,
     server_args: list[str] | None = None,
@@ -135,6 +136,7 @@ async def find_capacity_async(
         trial_duration_s=seconds(trial_duration, "trial_duration"),
         confirm_duration_s=seconds(confirm_duration, "confirm_duration"),
         min_requests=min_requests,
+        max_trials=max_trials,
     )
     options = SearchOptions(
         address=address, target_timeout_s=target_timeout_s, server_args=list(server_args or [])
@@ -152,8 +154,9 @@ def find_capacity(
 
     Keyword arguments: max_error_rate, min_accuracy, confidence, precision (fractions or
     '0.1%'), start_rate, max_rate, trial_duration, confirm_duration ('10s' or seconds),
-    min_requests, out (the results folder), address (a Ray cluster), server_args (for the
-    bundled server), target_timeout_s, stream (one progress line per trial; stderr).
+    min_requests, max_trials, out (the results folder), address (a Ray cluster),
+    server_args (for the bundled server), target_timeout_s, stream (one progress line per
+    trial; stderr).
     The result's `max_rate_rps` is the answer; `status` says whether there is one
     ("found"; "generator_limited" asks for more agents). Raises PlanError before anything
     starts, TargetUnavailable or ClusterError.

@@ -27,12 +27,12 @@ def curve_png(result: CapacityResult) -> bytes:
     ax = fig.subplots()
     trials = sorted(result.trials, key=lambda t: (t.rate, t.index))
     pct_ms = [max(t.measurement.percentile_s, 1e-6) * 1e3 for t in trials]
-    x = [t.measurement.throughput_rps for t in trials]
+    x = [t.measurement.achieved_rps for t in trials]
     # The lines join one trial per rate (the last, e.g. a confirmation), in rate order.
     last = {t.rate: t for t in trials}
     line = [last[rate] for rate in sorted(last)]
     ax.plot(
-        [t.measurement.throughput_rps for t in line],
+        [t.measurement.achieved_rps for t in line],
         [max(t.measurement.percentile_s, 1e-6) * 1e3 for t in line],
         "-",
         color="#555555",
@@ -41,7 +41,7 @@ def curve_png(result: CapacityResult) -> bytes:
         zorder=1,
     )
     p50 = [
-        (t.measurement.throughput_rps, t.measurement.latency_s["p50"] * 1e3)
+        (t.measurement.achieved_rps, t.measurement.latency_s["p50"] * 1e3)
         for t in line
         if t.measurement.latency_s.get("p50")
     ]
@@ -66,12 +66,12 @@ def curve_png(result: CapacityResult) -> bytes:
     if answer is not None:
         knee = answer.measurement
         ax.axvline(
-            knee.throughput_rps,
+            knee.achieved_rps,
             color="#1b9e77",
             lw=1.5,
             ls=":",
             label=f"knee: {result.max_rate_rps:g} req/s scheduled "
-            f"({knee.throughput_rps:.1f} achieved, {slo.metric} {knee.percentile_s * 1e3:.1f} ms, "
+            f"({knee.achieved_rps:.1f} achieved, {slo.metric} {knee.percentile_s * 1e3:.1f} ms, "
             f"{answer.confidence:.1%} confidence)",
         )
     ax.set_yscale("log")

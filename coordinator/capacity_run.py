@@ -45,7 +45,7 @@ from coordinator.capacity import (
     trial_row,
 )
 from coordinator.capacity_stats import upper_rank
-from coordinator.errors import PlanError
+from coordinator.errors import PlanError, RaysiegeError
 from coordinator.local_server import LocalServer, start_local_server
 from coordinator.merge import FleetState
 from coordinator.percentiles import values_at
@@ -118,6 +118,7 @@ def measurement_of(
         dropped=int(summary["dropped"]),
         throughput_rps=float(summary["throughput_rps"]),
         send_lag_p99_s=float(generator["send_lag_p99_s"]),
+        send_lag_max_s=float(summary["send_lag_s"]["max"]),
         max_send_lag_s=float(generator["max_send_lag_s"]),
         accuracy=summary["accuracy"]["rate"],
         agents_lost=int(summary["agents_lost"]),
@@ -169,7 +170,7 @@ def progress_line(trial: Trial, settings: Settings) -> str:
         f"trial {trial.index:>2} {trial.phase:7} {m.rate:>9.4g} req/s  {mark:4}  "
         f"{slo.metric} {m.percentile_s * 1e3:.2f} ms (< {slo.bound_s * 1e3:g}), "
         f"{m.over_bound}/{m.requests} over (<= {max(trial.max_over, 0)}), "
-        f"errors {m.errors}, {m.throughput_rps:.1f} req/s done, "
+        f"errors {m.errors}, {m.achieved_rps:.1f} req/s done, "
         f"send lag p99 {m.send_lag_p99_s * 1e3:.1f} ms"
     )
     if trial.reasons:
@@ -198,6 +199,7 @@ class CapacitySearch:
         self.metrics_port: int | None = plan.outputs.metrics_port
         self.local_server: LocalServer | None = None
         self.interrupted = False
+        self.started = time.time()
 
     def _say(self, text: str) -> None:
         print(text, file=self.stream, flush=True)
@@ -210,7 +212,7 @@ class CapacitySearch:
             raise PlanError(
                 "outputs.dir", f"cannot write results to {self.out_dir}: {error.strerror}"
             ) from error
-        started = time.time()
+        self.started = time.time()
         async with AsyncExitStack() as stack:
             target = self._target(stack)
             fleet = self.plan.fleet
@@ -232,7 +234,7 @@ class CapacitySearch:
             finished=finished,
             trials=self.trials,
             out_dir=str(self.out_dir),
-            facts=self._facts(target, started),
+            facts=self._facts(target),
         )
         self._write(result)
         return result
@@ -253,7 +255,11 @@ class CapacitySearch:
             step = next_step(self.settings, self.trials)
             if isinstance(step, Finished):
                 return step
-            trial = await self._trial(plan, step, len(self.trials))
+            try:
+                trial = await self._trial(plan, step, len(self.trials))
+            except RaysiegeError as error:  # the trials so far are kept, then it is raised
+                self._write_partial(target, str(error))
+                raise
             if trial is None:  # interrupted: the search ends with what it has
                 self.interrupted = True
                 st = next_step(replace(self.settings, max_trials=len(self.trials)), self.trials)
@@ -290,7 +296,7 @@ class CapacitySearch:
         (folder / "trial.json").write_text(json.dumps(judged.to_dict(), indent=2) + "\n")
         return judged
 
-    def _facts(self, target: str, started: float) -> dict[str, Any]:
+    def _facts(self, target: str) -> dict[str, Any]:
         server = self.local_server
         return {
             "search_id": self.search_id,
@@ -300,8 +306,8 @@ class CapacitySearch:
             "model_holdout_accuracy": server.holdout_accuracy if server else None,
             "agents": self.plan.fleet.agents,
             "warmup_s": self.plan.load.warmup_s or DEFAULT_WARMUP_S,
-            "started_unix_s": started,
-            "elapsed_s": round(time.time() - started, 3),
+            "started_unix_s": self.started,
+            "elapsed_s": round(time.time() - self.started, 3),
             "interrupted": self.interrupted,
             "metrics_port": self.metrics_port,
         }
@@ -314,6 +320,17 @@ class CapacitySearch:
             writer.writeheader()
             for trial in self.trials:
                 writer.writerow(trial_row(trial))
+
+    def _write_partial(self, target: str, message: str) -> None:
+        finished = Finished("error", None, f"stopped on an error: {message}")
+        result = CapacityResult(
+            settings=self.settings,
+            finished=finished,
+            trials=self.trials,
+            out_dir=str(self.out_dir),
+            facts=self._facts(target),
+        )
+        self._write(result)
 
     def _write(self, result: CapacityResult) -> None:
         self._write_trials()

@@ -226,6 +226,11 @@ def _add_capacity_flags(p: argparse.ArgumentParser) -> None:
         "1,200 for p99 at 95%%)",
     )
     c.add_argument(
+        "--max-trials",
+        type=_positive_int("capacity.max_trials"),
+        help="give up after this many trials (default 25)",
+    )
+    c.add_argument(
         "--server-args",
         help="extra arguments for the bundled model server, e.g. '--workers 2 --no-batching'",
     )
@@ -429,6 +434,7 @@ def capacity(args: argparse.Namespace) -> int:
         trial_duration_s=duration("trial_duration"),
         confirm_duration_s=duration("confirm_duration"),
         min_requests=args.min_requests,
+        max_trials=args.max_trials,
     )
     try:
         server_args = shlex.split(args.server_args or "")

@@ -138,6 +138,7 @@ class CapacityPlan:
     trial_duration_s: float | None = None
     confirm_duration_s: float | None = None
     min_requests: int | None = None
+    max_trials: int | None = None
 
 
 @dataclass(frozen=True)
@@ -395,6 +396,7 @@ _SECTION_KEYS = {
         "trial_duration",
         "confirm_duration",
         "min_requests",
+        "max_trials",
     },
 }
 _TOP_KEYS = {"name", "target", "load", "fleet", "thresholds", "outputs", "capacity"}
@@ -530,8 +532,9 @@ def plan_from_mapping(raw: Any, *, source: str = "plan") -> Plan:
     for key in ("trial_duration", "confirm_duration"):
         if cap.get(key) is not None:
             capacity[f"{key}_s"] = parse_duration(cap[key], f"capacity.{key}")
-    if cap.get("min_requests") is not None:
-        capacity["min_requests"] = _number(cap["min_requests"], "capacity.min_requests", int)
+    for key in ("min_requests", "max_trials"):
+        if cap.get(key) is not None:
+            capacity[key] = _number(cap[key], f"capacity.{key}", int)
 
     thresholds = raw.get("thresholds") or []
     abort = False

@@ -124,12 +124,23 @@ def test_a_trial_lasts_long_enough_for_its_minimum_request_count():
         (good(sent=800), "limited", "sent 800 of the 1000 scheduled"),
         (good(sent=970), "pass", None),  # within the tolerance (and Poisson noise)
         (good(agents_lost=1), "limited", "1 agent(s) lost"),
+        # completions short of the schedule beyond noise and the drain, the SLO met
+        (good(throughput_rps=80.0), "limited", "achieved 80 requests/s of the 100 scheduled"),
+        (good(throughput_rps=90.0), "pass", None),
+        (good(throughput_rps=80.0, latency_s={"max": 2.5}), "pass", None),  # a long drain
         # a late generator does not excuse a server that misses the SLO by more than the lag
         (
-            good(send_lag_p99_s=0.08, percentile_s=0.5, over_bound=500),
+            good(send_lag_p99_s=0.08, send_lag_max_s=0.2, percentile_s=0.5, over_bound=500),
             "fail",
             "p99 500 ms misses",
         ),
+        # ... but not when the largest send lag could explain the miss
+        (
+            good(send_lag_p99_s=0.08, send_lag_max_s=0.6, percentile_s=0.5, over_bound=500),
+            "limited",
+            "send lag p99 80 ms",
+        ),
+        (good(send_lag_p99_s=0.08, percentile_s=0.5, over_bound=500), "limited", "send lag"),
         (good(send_lag_p99_s=0.08, errors=100), "fail", "error rate"),
     ],
 )

@@ -49,6 +49,7 @@ def test_the_capacity_section_is_read_with_units():
                 "trial_duration": "15s",
                 "confirm_duration": "1m",
                 "min_requests": 2000,
+                "max_trials": 9,
             },
         }
     ).validate()
@@ -63,6 +64,7 @@ def test_the_capacity_section_is_read_with_units():
         trial_duration_s=15.0,
         confirm_duration_s=60.0,
         min_requests=2000,
+        max_trials=9,
     )
     s = settings_for(plan.capacity, precision=0.1)  # an override wins over the section
     assert (s.slo.bound_s, s.confidence, s.precision, s.confirm_s) == (0.02, 0.99, 0.1, 60.0)
@@ -182,12 +184,14 @@ def test_a_measurement_comes_from_the_summary_and_the_histogram(tmp_path):
         "agents_lost": 0,
         "accuracy": {"rate": 0.93},
         "latency_s": {"p50": 0.01, "p90": 0.01, "p95": 0.01, "p99": 0.01, "p999": 0.06},
+        "send_lag_s": {"p99": 0.002, "max": 0.003},
         "generator": {"send_lag_p99_s": 0.002, "max_send_lag_s": 0.05},
     }
     s = Settings(slo=parse_slo("p99<50ms"))
     m = measurement_of(summary, state, s, Probe(200.0, "grow", 5.0), tmp_path)
     assert (m.requests, m.over_bound, m.errors, m.sent, m.accuracy) == (1000, 5, 2, 1001, 0.93)
     assert m.percentile_s == 0.01 and m.rate == 200.0 and m.duration_s == 5.0
+    assert (m.send_lag_p99_s, m.send_lag_max_s) == (0.002, 0.003)
     # the upper 95% bound of p99 from 1000 requests is the 996th: one of the slow ones
     assert m.percentile_upper_s == pytest.approx(0.06, rel=0.01)
     assert judge(s, 0, "grow", m).outcome == "fail"  # 5 over; at most 4 may be
