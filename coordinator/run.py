@@ -142,11 +142,6 @@ class Run:
         async with AsyncExitStack() as stack:
             self._open_results(stack)
             self._serve_metrics(stack)
-            if self.options.handle_signals:
-                loop = asyncio.get_running_loop()
-                for sig in (signal.SIGINT, signal.SIGTERM):
-                    loop.add_signal_handler(sig, self.stop)
-                    stack.callback(loop.remove_signal_handler, sig)
             target = await self._target(stack)
 
             fleet_plan = self.plan.fleet
@@ -157,6 +152,12 @@ class Run:
             log.info("using %s", where)
             if started and not self.options.keep_ray:
                 stack.callback(bounded, cluster.disconnect, 30.0, "Ray shutdown")
+            # After Ray: ray.init installs its own SIGTERM handler, which would kill the run.
+            if self.options.handle_signals:
+                loop = asyncio.get_running_loop()
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.add_signal_handler(sig, self.stop)
+                    stack.callback(loop.remove_signal_handler, sig)
             fleet = await cluster.place_agents(
                 fleet_plan.agents,
                 agent_cpus=fleet_plan.agent_cpus,

@@ -240,8 +240,9 @@ def test_an_unready_model_is_refused_before_any_agent_starts(tmp_path, fake_targ
     assert not Path(tmp_path / "summary.json").exists()
 
 
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
 def test_ctrl_c_stops_the_agents_writes_everything_and_exits_130(
-    tmp_path, ray_address, fake_target
+    tmp_path, ray_address, fake_target, sig
 ):
     import signal
 
@@ -271,7 +272,7 @@ def test_ctrl_c_stops_the_agents_writes_everything_and_exits_130(
         timeout_s=120,
         what="four intervals on disk",
     )
-    run.process.send_signal(signal.SIGINT)
+    run.process.send_signal(getattr(signal, sig))
     assert run.wait(timeout_s=60) == 130, run.text("stderr")[-3000:]
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["interrupted"] is True
