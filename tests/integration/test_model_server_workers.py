@@ -106,9 +106,14 @@ def requests_ok(metrics_port: int) -> float:
 
 
 def test_both_workers_serve_one_port_and_metrics_add_up(workers: Workers) -> None:
-    log = workers.child.text("stderr")
     for index in (0, 1):
-        assert re.search(rf"worker-{index} model_server\.server: serving model 'mnist'", log)
+        # A worker logs "serving" just after it tells the parent it is ready, so the line
+        # may come a moment after READY: wait for it (with a deadline) rather than race it.
+        workers.child.wait_for_line(
+            rf"worker-{index} model_server\.server: serving model 'mnist'",
+            stream="stderr",
+            timeout_s=60,
+        )
     assert len(children_of(workers.child.process.pid)) == 2
     digits = split_sample(load_sample()).test
     before = requests_ok(workers.metrics_port)
