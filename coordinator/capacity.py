@@ -18,12 +18,16 @@ whose percentile less the largest send lag, miss the SLO anyway.
 `next_step` is the search. Grow the rate geometrically from the start rate until a trial
 fails (shrink instead if the first one does); bisect between the highest passing rate
 and the lowest failing one until they are within the stated precision; then confirm the
-highest passing rate with a longer run. A confirmation that fails makes that rate the
-lowest failing one and the bisection goes on below it. Noise is resolved conservatively:
-a rate that ever failed is failing, and a pass above a failure is ignored. The search is
-a pure function of the trials, so it is tested with tables and with a simulated server
-(`coordinator.capacity_model`); `search` drives it with any trial function, and
-`coordinator.capacity_run` with real runs.
+highest passing rate with a longer run. Before that, the lowest failing rate is tried
+once more if its failure came from a single short trial: on a shared machine one stall
+fails a trial, and one such failure would otherwise cap the answer; a recheck that
+passes discounts it and the search goes on above. A confirmation that fails makes that
+rate the lowest failing one and the bisection goes on below it. Otherwise noise is
+resolved conservatively: a rate that failed is failing, a pass above it is ignored.
+
+The search is a pure function of the trials, so it is tested with tables and with a
+simulated server (`coordinator.capacity_model`); `search` drives it with any trial
+function, and `coordinator.capacity_run` with real runs.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ from coordinator.thresholds import LATENCY, parse_threshold
 if TYPE_CHECKING:
     from coordinator.plan import CapacityPlan
 
-Phase = Literal["grow", "shrink", "bisect", "confirm"]
+Phase = Literal["grow", "shrink", "bisect", "recheck", "confirm"]
 Outcome = Literal["pass", "fail", "limited"]
 Status = Literal[
     "found",
@@ -345,14 +349,14 @@ def _round(rate: float) -> float:
 class _Standing:
     """The trials folded per rate."""
 
-    failing: float | None  # lowest rate that ever failed
-    passing: float | None  # highest rate that passed, never failed, below `failing`
+    failing: float | None  # lowest rate that failed (and was not passed on a recheck)
+    passing: float | None  # highest rate that passed, is not failing, below `failing`
     limited: float | None  # lowest rate whose trial and retry were both limited
     confirmed: frozenset[float]  # rates whose confirmation passed
 
     @classmethod
     def of(cls, trials: Sequence[Trial]) -> _Standing:
-        failed = {t.rate for t in trials if t.outcome == "fail"}
+        failed = {t.rate for t in trials if t.outcome == "fail" and not _overturned(t, trials)}
         failing = min(failed, default=None)
         passed = {
             t.rate
@@ -374,6 +378,23 @@ class _Standing:
             t.rate for t in trials if t.phase == "confirm" and t.outcome == "pass"
         )
         return cls(failing, max(passed, default=None), limited, confirmed)
+
+
+def _overturned(fail: Trial, trials: Sequence[Trial]) -> bool:
+    """A short trial's failure that a later recheck of its rate passed: noise."""
+    return fail.phase != "confirm" and any(
+        t.rate == fail.rate
+        and t.phase == "recheck"
+        and t.outcome == "pass"
+        and t.index > fail.index
+        for t in trials
+    )
+
+
+def _needs_recheck(rate: float, trials: Sequence[Trial]) -> bool:
+    """The rate has failed once, in a short trial, and was never rechecked."""
+    at = [t for t in trials if t.rate == rate and t.outcome != "limited"]
+    return len(at) == 1 and at[0].outcome == "fail" and at[0].phase != "confirm"
 
 
 def next_step(settings: Settings, trials: Sequence[Trial]) -> Probe | Finished:
@@ -446,6 +467,8 @@ def next_step(settings: Settings, trials: Sequence[Trial]) -> Probe | Finished:
         if not lo < mid < hi:
             mid = math.sqrt(lo * hi)
         return probe(mid, "bisect")
+    if _needs_recheck(hi, trials):
+        return probe(hi, "recheck")
     if lo in st.confirmed:
         return Finished(
             "found",
