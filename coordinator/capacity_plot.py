@@ -22,7 +22,7 @@ LABELS = {"pass": "passed", "fail": "failed", "limited": "generator behind"}
 
 def curve_png(result: CapacityResult) -> bytes:
     slo = result.settings.slo
-    fig = Figure(figsize=(9.0, 5.5), dpi=100, layout="constrained")
+    fig = Figure(figsize=(12.0, 5.5), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.subplots()
     trials = sorted(result.trials, key=lambda t: (t.rate, t.index))
@@ -70,8 +70,8 @@ def curve_png(result: CapacityResult) -> bytes:
             color="#1b9e77",
             lw=1.5,
             ls=":",
-            label=f"knee: {result.max_rate_rps:g} req/s scheduled "
-            f"({knee.achieved_rps:.1f} achieved, {slo.metric} {knee.percentile_s * 1e3:.1f} ms, "
+            label=f"knee: {result.max_rate_rps:g} req/s scheduled\n"
+            f"({knee.achieved_rps:.1f} achieved, {slo.metric} {knee.percentile_s * 1e3:.1f} ms,\n"
             f"{answer.confidence:.1%} confidence)",
         )
     ax.set_yscale("log")
@@ -88,7 +88,7 @@ def curve_png(result: CapacityResult) -> bytes:
     )
     ax.grid(True, which="both", color="#dddddd", lw=0.6)
     ax.set_axisbelow(True)
-    ax.legend(fontsize=8, loc="upper left")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     out = io.BytesIO()
     fig.savefig(out, format="png", facecolor="white")
     return out.getvalue()
