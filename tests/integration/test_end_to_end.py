@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import time
 import urllib.request
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from coordinator.plan import FleetPlan, LoadPlan, OutputPlan, Plan, TargetPlan
 from coordinator.progress import PlainProgress
 from coordinator.results import INTERVALS_LOG, read_reports
 from coordinator.run import Run, RunOptions
-from tests.support.processes import Child, coordinator, python
+from tests.support.processes import Child, coordinator, poll, python
 
 pytestmark = pytest.mark.integration
 
@@ -38,18 +37,6 @@ def scrape(port: int) -> dict[tuple[str, tuple], float]:
         for family in text_string_to_metric_families(body)
         for s in family.samples
     }
-
-
-def poll(condition, *, timeout_s: float, what: str):
-    """Call `condition` until it returns a truthy value, within a deadline."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.1)  # polling period, not synchronisation
 
 
 def ok_requests(port: int) -> float:

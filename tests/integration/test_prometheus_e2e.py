@@ -18,7 +18,6 @@ import re
 import shutil
 import signal
 import socket
-import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -27,7 +26,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support.processes import REPO, Child, coordinator, python
+from tests.support.processes import REPO, Child, coordinator, poll, python
 
 pytestmark = pytest.mark.integration
 
@@ -125,18 +124,6 @@ class Prometheus:
 
 def has_finite_sample(result: list[dict[str, Any]]) -> bool:
     return any(math.isfinite(float(sample["value"][1])) for sample in result)
-
-
-def poll(condition, *, timeout_s: float, what):
-    """Call `condition` until it returns a truthy value, within a deadline."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what()}")
-        time.sleep(0.25)  # polling period, not synchronisation
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,8 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -120,3 +121,26 @@ def python(*args: str) -> list[str]:
 
 def coordinator(*args: str) -> list[str]:
     return [str(Path(sys.executable).with_name("coordinator")), *args]
+
+
+def poll(
+    condition: Callable[[], object],
+    *,
+    timeout_s: float,
+    what: str | Callable[[], str],
+    period_s: float = 0.1,
+):
+    """Call `condition` until it returns a truthy value (returned), within a deadline.
+
+    `what` names the wait in the failure message; a callable is asked only on failure,
+    so it can describe the state it timed out in.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            described = what() if callable(what) else what
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {described}")
+        time.sleep(period_s)  # polling period, not synchronisation
