@@ -73,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_batching_flags(serve)
     _add_metrics_flags(serve)
+    _add_security_flags(serve)
     # Set by the parent of --workers N on each worker it starts; not for people.
     serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     serve.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
@@ -151,6 +152,29 @@ def _add_metrics_flags(serve: argparse.ArgumentParser) -> None:
     group.add_argument("--no-metrics", action="store_true", help="do not serve /metrics")
 
 
+def _add_security_flags(serve: argparse.ArgumentParser) -> None:
+    group = serve.add_argument_group(
+        "security",
+        "TLS, mutual TLS and a bearer token; without them the server is plaintext "
+        "and open, so keep it on loopback (the default --host)",
+    )
+    group.add_argument("--tls-cert", type=Path, default=None, help="PEM server certificate")
+    group.add_argument("--tls-key", type=Path, default=None, help="PEM private key of --tls-cert")
+    group.add_argument(
+        "--tls-client-ca",
+        type=Path,
+        default=None,
+        help="PEM CA: clients must present a certificate it signed (mutual TLS)",
+    )
+    group.add_argument(
+        "--auth-token-file",
+        type=Path,
+        default=None,
+        help="file holding a token every call except health checks must send as "
+        "'authorization: Bearer <token>'; others get UNAUTHENTICATED",
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -172,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _options(args: argparse.Namespace) -> ServeOptions:
     from model_server.batching import BatchingOptions
+    from model_server.security import load_tls, read_token
     from model_server.server import ServeOptions
 
     if args.workers < 1:
@@ -204,6 +229,8 @@ def _options(args: argparse.Namespace) -> ServeOptions:
         workers=args.workers,
         intra_op_threads=intra,
         inter_op_threads=args.inter_op_threads,
+        tls=load_tls(args.tls_cert, args.tls_key, args.tls_client_ca),
+        auth_token=None if args.auth_token_file is None else read_token(args.auth_token_file),
     )
 
 
@@ -240,6 +267,11 @@ def _worker_argv(args: argparse.Namespace) -> list[str]:
         argv += ["--cache-dir", str(args.cache_dir)]
     if args.mnist_npz is not None:
         argv += ["--mnist-npz", str(args.mnist_npz)]
+    # Paths, not contents: a token on a command line would be visible to every user (ps).
+    for flag in ("tls_cert", "tls_key", "tls_client_ca", "auth_token_file"):
+        path = getattr(args, flag)
+        if path is not None:
+            argv += ["--" + flag.replace("_", "-"), str(path.resolve())]
     return argv
 
 

@@ -95,14 +95,18 @@ class ServerMetrics:
         self._durations: dict[str, Histogram] = {}
 
     def record_request(self, method: str, code: str, seconds: float) -> None:
-        counter = self._counters.get((method, code))
-        if counter is None:
-            counter = self._counters[method, code] = self.requests.labels(method, code)
-        counter.inc()
+        self.count_request(method, code)
         duration = self._durations.get(method)
         if duration is None:
             duration = self._durations[method] = self.request_duration.labels(method)
         duration.observe(seconds)
+
+    def count_request(self, method: str, code: str) -> None:
+        """Count a call without timing it (one refused before any handler ran)."""
+        counter = self._counters.get((method, code))
+        if counter is None:
+            counter = self._counters[method, code] = self.requests.labels(method, code)
+        counter.inc()
 
     def set_queue_depth(self, requests: int) -> None:
         self.queue_depth.set(requests)

@@ -27,6 +27,7 @@ from prometheus_client import CollectorRegistry
 
 from model_server.batching import Batcher, BatchingOptions
 from model_server.metrics import MetricsEndpoint, MetricsPortError, ServerMetrics, serve_metrics
+from model_server.security import BearerTokenInterceptor, ServerTls
 from model_server.service import MODEL_NAME, SERVICE_NAME, InferenceService, Model
 from model_server.tensors import PIXELS
 
@@ -68,6 +69,9 @@ class ServeOptions:
     workers: int = 1
     intra_op_threads: int = 0
     inter_op_threads: int = 0
+    tls: ServerTls | None = None  # None: plaintext
+    # Calls other than health checks must carry "authorization: Bearer <token>".
+    auth_token: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -102,7 +106,15 @@ class ServeOptions:
             "workers": str(self.workers),
             "intra_op_threads": str(self.intra_op_threads),
             "inter_op_threads": str(self.inter_op_threads),
+            "tls": _tls_mode(self.tls),
+            "auth": "bearer" if self.auth_token else "none",
         }
+
+
+def _tls_mode(tls: ServerTls | None) -> str:
+    if tls is None:
+        return "off"
+    return "mutual" if tls.client_ca_pem is not None else "on"
 
 
 @dataclass
@@ -152,22 +164,32 @@ async def start_server(
 ) -> RunningServer:
     """Listen on options.host:options.port (0 picks one) with health NOT_SERVING, and
     serve /metrics when options.metrics_port is set."""
+    registry = registry if registry is not None else CollectorRegistry()
+    metrics = ServerMetrics(registry, max_batch_size=options.batching.max_batch_size)
+    interceptors = []
+    if options.auth_token:
+
+        def refused(method: str) -> None:
+            metrics.count_request(method.rpartition("/")[2], "UNAUTHENTICATED")
+
+        interceptors.append(BearerTokenInterceptor(options.auth_token, on_refused=refused))
     server = grpc.aio.server(
+        interceptors=interceptors,
         options=[
             ("grpc.max_receive_message_length", options.max_message_bytes),
             # Alone, fail on a port in use instead of silently sharing it with another
             # server; as one of several workers, share it on purpose.
             ("grpc.so_reuseport", 1 if options.reuse_port else 0),
-        ]
+        ],
     )
+    address = f"{options.host}:{options.port}"
     try:
-        port = server.add_insecure_port(f"{options.host}:{options.port}")
+        if options.tls is None:
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, options.tls.credentials())
     except RuntimeError as error:
-        raise ServeError(
-            f"cannot listen on {options.host}:{options.port} (is the port taken?): {error}"
-        ) from error
-    registry = registry if registry is not None else CollectorRegistry()
-    metrics = ServerMetrics(registry, max_batch_size=options.batching.max_batch_size)
+        raise ServeError(f"cannot listen on {address} (is the port taken?): {error}") from error
     endpoint = None
     if options.metrics_port is not None:
         try:
@@ -216,7 +238,13 @@ async def serve(
     for signum in signals:
         loop.add_signal_handler(signum, stop.set)
     # Logged once the signals are handled: from here a SIGTERM is a graceful stop.
-    log.info("listening on %s:%d; loading the model", options.host, running.port)
+    log.info(
+        "listening on %s:%d (TLS %s, auth %s); loading the model",
+        options.host,
+        running.port,
+        _tls_mode(options.tls),
+        "bearer token" if options.auth_token else "none",
+    )
     if running.metrics_port is not None:
         log.info("metrics on http://%s:%d/metrics", options.metrics_host, running.metrics_port)
     code = 0

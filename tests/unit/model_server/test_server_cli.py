@@ -34,6 +34,13 @@ from model_server.cli import (
         (["serve", "--grace", "-1"], "grace_s must be >= 0"),
         (["serve", "--mnist-npz", "/nonexistent/mnist.npz"], "no such file"),
         (["serve", "--port", "eighty"], "invalid int value"),
+        (["serve", "--tls-cert", "/nonexistent/cert.pem"], "--tls-cert and --tls-key go together"),
+        (["serve", "--tls-client-ca", "/nonexistent/ca.pem"], "--tls-client-ca needs --tls-cert"),
+        (
+            ["serve", "--tls-cert", "/nonexistent/c.pem", "--tls-key", "/nonexistent/k.pem"],
+            "--tls-cert /nonexistent/c.pem: cannot read",
+        ),
+        (["serve", "--auth-token-file", "/nonexistent/token"], "--auth-token-file"),
         ([], "required"),
     ],
 )
@@ -136,3 +143,32 @@ def test_warmup_covers_every_size_a_batch_can_take_up_to_64_then_powers_of_two()
 
 def test_ready_line_format() -> None:
     assert READY_FORMAT.format(port=8001, accuracy=0.93712) == "READY port=8001 accuracy=0.9371"
+
+
+def test_security_files_reach_the_options_and_workers_get_paths_not_secrets(
+    tmp_path: Path,
+) -> None:
+    from tests.support.certs import issue, make_ca
+
+    ca, ca_key = make_ca()
+    server = issue(ca, ca_key, "localhost", server=True)
+    for name, data in {
+        "cert.pem": server.cert_pem,
+        "key.pem": server.key_pem,
+        "ca.pem": ca.cert_pem,
+    }.items():
+        (tmp_path / name).write_bytes(data)
+    (tmp_path / "token").write_text("tok-123\n")
+    flags = [
+        "--tls-cert", str(tmp_path / "cert.pem"),
+        "--tls-key", str(tmp_path / "key.pem"),
+        "--tls-client-ca", str(tmp_path / "ca.pem"),
+        "--auth-token-file", str(tmp_path / "token"),
+    ]  # fmt: skip
+    options = resolved(*flags)
+    assert options.tls is not None and options.tls.client_ca_pem == ca.cert_pem
+    assert options.auth_token == "tok-123"
+    argv = _worker_argv(build_parser().parse_args(["serve", "--workers", "2", *flags]))
+    assert "tok-123" not in " ".join(argv) and str(tmp_path / "token") in argv
+    worker = _options(build_parser().parse_args(["serve", *argv, "--worker-index", "0"]))
+    assert (worker.tls, worker.auth_token) == (options.tls, options.auth_token)
