@@ -45,6 +45,8 @@ def connect(address: str | None, *, agents: int, agent_cpus: float) -> tuple[str
     """
     for key, value in LOOPBACK_ENV.items():
         os.environ.setdefault(key, value)
+    if not address:  # token authentication on, whatever a future Ray's default
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
     import ray
 
     if ray.is_initialized():
@@ -54,6 +56,11 @@ def connect(address: str | None, *, agents: int, agent_cpus: float) -> tuple[str
             check_reachable(address)
             ray.init(address=address, log_to_driver=False)
             return f"the Ray cluster at {address}", True
+        if os.environ["RAY_AUTH_MODE"] != "token":
+            log.warning(
+                "RAY_AUTH_MODE=%s: the embedded Ray accepts calls from anyone on this machine",
+                os.environ["RAY_AUTH_MODE"],
+            )
         # Logical CPUs: enough for the fleet even when it outnumbers the cores.
         cpus = max(os.cpu_count() or 1, int(agents * agent_cpus + 0.999))
         # address='local': always a new instance, never a cluster found on the machine.

@@ -13,6 +13,7 @@ import pytest
 
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+os.environ["RAY_AUTH_MODE"] = "token"  # what the embedded Ray uses; tested in test_exposure
 
 
 @pytest.fixture(scope="session", autouse=True)
