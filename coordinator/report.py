@@ -35,7 +35,7 @@ from coordinator.results import (
     ResultsWriter,
     scan_log,
 )
-from coordinator.summary import build_summary
+from coordinator.summary import build_summary, run_facts
 from coordinator.thresholds import Threshold, parse_thresholds
 
 log = logging.getLogger(__name__)
@@ -84,31 +84,6 @@ def plan_from_json(data: Any, source: str = PLAN) -> Plan:
     except (TypeError, ValueError) as error:
         text = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ResultsError(f"{source}: not a plan as run ({text})") from None
-
-
-def run_facts(plan: Plan, run_id: str, target: str) -> dict[str, Any]:
-    """What a live run records about itself beside the figures (cf. `Run._run_facts`;
-    a test holds the two equal). The bundled server's holdout accuracy is not known."""
-    ld = plan.load
-    return {
-        "run_id": run_id,
-        "plan": plan.name,
-        "target": target,
-        "load_model": plan.load_model,
-        "arrival": ld.arrival if plan.load_model == "open" else None,
-        "latency_from": ("intended send time" if plan.load_model == "open" else "actual send time"),
-        "requested": {
-            "agents": plan.fleet.agents,
-            "rate": ld.rate,
-            "concurrency": ld.concurrency,
-            "stages": [list(s) for s in ld.stages],
-            "warmup_s": ld.warmup_s,
-            "duration_s": ld.duration_s,
-            "max_requests": ld.requests,
-            "batch_size": ld.batch_size,
-        },
-        "model_holdout_accuracy": None,
-    }
 
 
 def _read_json(path: Path) -> Any:

@@ -31,7 +31,7 @@ from coordinator.merge import FleetState
 from coordinator.plan import Plan
 from coordinator.progress import PlainProgress, Progress
 from coordinator.results import PLAN, SUMMARY, ResultsWriter
-from coordinator.summary import build_summary
+from coordinator.summary import build_summary, run_facts
 from coordinator.thresholds import parse_thresholds
 from model_server.api.report_pb2 import IntervalReport
 
@@ -396,28 +396,5 @@ class Run:
             self._stop.set()
 
     def _run_facts(self, target: str) -> dict[str, Any]:
-        ld = self.plan.load
-        return {
-            "run_id": self.run_id,
-            "plan": self.plan.name,
-            "target": target,
-            "load_model": self.plan.load_model,
-            "arrival": ld.arrival if self.plan.load_model == "open" else None,
-            # Open loop corrects coordinated omission; a closed loop cannot, and says so.
-            "latency_from": (
-                "intended send time" if self.plan.load_model == "open" else "actual send time"
-            ),
-            "requested": {
-                "agents": self.plan.fleet.agents,
-                "rate": ld.rate,
-                "concurrency": ld.concurrency,
-                "stages": [list(s) for s in ld.stages],
-                "warmup_s": ld.warmup_s,
-                "duration_s": ld.duration_s,
-                "max_requests": ld.requests,
-                "batch_size": ld.batch_size,
-            },
-            "model_holdout_accuracy": (
-                self.local_server.holdout_accuracy if self.local_server else None
-            ),
-        }
+        accuracy = self.local_server.holdout_accuracy if self.local_server else None
+        return run_facts(self.plan, self.run_id, target, accuracy)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from coordinator.merge import FleetState
 from coordinator.thresholds import Threshold, judge
+
+if TYPE_CHECKING:
+    from coordinator.plan import Plan
 
 # An agent-interval is "behind" when its send-lag p99 passed the limit (or it dropped).
 # A generator that was behind in at most this fraction of them had a passing hiccup
@@ -160,3 +163,32 @@ def format_summary(summary: dict[str, Any]) -> str:
             "  INVALID    the generator fell behind or too many agents were lost: see generator"
         )
     return "\n".join(lines)
+
+
+def run_facts(
+    plan: Plan, run_id: str, target: str, holdout_accuracy: float | None = None
+) -> dict[str, Any]:
+    """What a run records about itself beside the figures; a live run and a re-rendered
+    one (`coordinator report`) both use it. `holdout_accuracy` is the bundled server's."""
+    ld = plan.load
+    is_open = plan.load_model == "open"
+    return {
+        "run_id": run_id,
+        "plan": plan.name,
+        "target": target,
+        "load_model": plan.load_model,
+        "arrival": ld.arrival if is_open else None,
+        # Open loop corrects coordinated omission; a closed loop cannot, and says so.
+        "latency_from": "intended send time" if is_open else "actual send time",
+        "requested": {
+            "agents": plan.fleet.agents,
+            "rate": ld.rate,
+            "concurrency": ld.concurrency,
+            "stages": [list(s) for s in ld.stages],
+            "warmup_s": ld.warmup_s,
+            "duration_s": ld.duration_s,
+            "max_requests": ld.requests,
+            "batch_size": ld.batch_size,
+        },
+        "model_holdout_accuracy": holdout_accuracy,
+    }
