@@ -405,6 +405,8 @@ def test_the_settings_are_in_the_server_metadata(stub: pb_grpc.GRPCInferenceServ
         "workers=1",
         f"intra_op_threads={max(1, len(os.sched_getaffinity(0)) - 1)}",
         "inter_op_threads=1",
+        "tls=off",
+        "auth=none",
     } == extensions
 
 
