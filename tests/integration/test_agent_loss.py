@@ -14,17 +14,8 @@ import ray
 from coordinator.api import run_async
 from coordinator.plan import FleetPlan, LoadPlan, OutputPlan, Plan, TargetPlan
 from coordinator.results import INTERVALS_LOG, read_reports
-from tests.support.processes import Child, python
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def target():
-    child = Child(python("-m", "tests.support.fake_server", "--delay-ms", "1"))
-    port = int(child.wait_for_line(r"READY port=(\d+)", timeout_s=60).group(1))
-    yield f"127.0.0.1:{port}"
-    child.stop()
 
 
 def plan_for(target: str, out, on_loss: str) -> Plan:
@@ -53,8 +44,8 @@ async def run_and_kill(plan: Plan, victim: int):
     return run, result
 
 
-def test_a_killed_agent_is_marked_lost_and_the_run_completes(tmp_path, ray_address, target):
-    _, result = asyncio.run(run_and_kill(plan_for(target, tmp_path, "continue"), victim=1))
+def test_a_killed_agent_is_marked_lost_and_the_run_completes(tmp_path, ray_address, fake_target):
+    _, result = asyncio.run(run_and_kill(plan_for(fake_target, tmp_path, "continue"), victim=1))
     s = result.summary
     lost = [a for a in s["agents"] if a["lost"]]
     assert [a["index"] for a in lost] == [1]
@@ -80,8 +71,8 @@ def test_a_killed_agent_is_marked_lost_and_the_run_completes(tmp_path, ray_addre
     assert s["requests"] == survivor["requests"] + lost[0]["requests"]
 
 
-def test_a_killed_agent_can_be_replaced_for_the_rest_of_the_run(tmp_path, ray_address, target):
-    _, result = asyncio.run(run_and_kill(plan_for(target, tmp_path, "replace"), victim=0))
+def test_a_killed_agent_can_be_replaced_for_the_rest_of_the_run(tmp_path, ray_address, fake_target):
+    _, result = asyncio.run(run_and_kill(plan_for(fake_target, tmp_path, "replace"), victim=0))
     s = result.summary
     agent = next(a for a in s["agents"] if a["index"] == 0)
     assert agent["lost"] and agent["replaced_by"]  # a new actor took over index 0
@@ -93,11 +84,11 @@ def test_a_killed_agent_can_be_replaced_for_the_rest_of_the_run(tmp_path, ray_ad
     assert s["requests"] == sum(a["requests"] for a in s["agents"])
 
 
-def test_the_python_api_runs_a_plan_given_as_a_mapping(tmp_path, ray_address, target):
+def test_the_python_api_runs_a_plan_given_as_a_mapping(tmp_path, ray_address, fake_target):
     result = asyncio.run(
         run_async(
             {
-                "target": {"address": target},
+                "target": {"address": fake_target},
                 "load": {"concurrency": 2, "requests": 40},
                 "fleet": {"agents": 1, "agent_cpus": 0.5},
                 "outputs": {"dir": str(tmp_path), "metrics_port": None},
@@ -111,7 +102,7 @@ def test_the_python_api_runs_a_plan_given_as_a_mapping(tmp_path, ray_address, ta
 
 
 def test_an_agent_that_hangs_is_declared_lost_instead_of_hanging_the_run(
-    tmp_path, ray_address, target
+    tmp_path, ray_address, fake_target
 ):
     """SIGSTOP freezes an agent's process: Ray still thinks it alive, it never reports."""
     import os
@@ -120,7 +111,7 @@ def test_an_agent_that_hangs_is_declared_lost_instead_of_hanging_the_run(
     from coordinator.run import Run, RunOptions
 
     plan = Plan(
-        target=TargetPlan(address=target),
+        target=TargetPlan(address=fake_target),
         load=LoadPlan(rate=50.0, duration_s=8.0, timeout_s=1.0, max_send_lag_s=5.0),
         fleet=FleetPlan(agents=2, agent_cpus=0.5),
         outputs=OutputPlan(dir=str(tmp_path), metrics_port=None),

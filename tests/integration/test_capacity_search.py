@@ -30,17 +30,11 @@ import pytest
 
 from coordinator.api import find_capacity
 from coordinator.capacity_model import SlotServer
-from tests.support.processes import Child, coordinator, python
+from tests.support.processes import Child, coordinator, fake_server
 
 pytestmark = pytest.mark.integration
 
 SLOTS, SERVICE_S, SLO, BOUND_S = 8, 0.025, "p99<250ms", 0.250
-
-
-def fake_server(*args: str) -> tuple[Child, str]:
-    child = Child(python("-m", "tests.support.fake_server", *args))
-    port = int(child.wait_for_line(r"READY port=(\d+)", timeout_s=60).group(1))
-    return child, f"127.0.0.1:{port}"
 
 
 def test_the_search_finds_the_analytic_knee_of_a_server_of_known_capacity(tmp_path, ray_address):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import urllib.request
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from coordinator.plan import FleetPlan, LoadPlan, OutputPlan, Plan, TargetPlan
 from coordinator.progress import PlainProgress
 from coordinator.results import INTERVALS_LOG, read_reports
 from coordinator.run import Run, RunOptions
-from tests.support.processes import Child, coordinator, poll, python
+from tests.support.processes import Child, coordinator, free_port, poll
 
 pytestmark = pytest.mark.integration
 
@@ -65,20 +64,6 @@ def check_summary_contract(summary: dict, agents: int) -> None:
         assert {"id", "node", "requests"} <= set(agent) and agent["id"] and agent["node"]
     lat = summary["latency_s"]
     assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["p999"] <= lat["max"]
-
-
-@pytest.fixture(scope="module")
-def fake_target():
-    server = Child(python("-m", "tests.support.fake_server", "--delay-ms", "1"))
-    port = int(server.wait_for_line(r"READY port=(\d+)", timeout_s=60).group(1))
-    yield f"127.0.0.1:{port}"
-    server.stop()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_the_contract_run_with_embedded_ray_and_the_bundled_server(tmp_path):

@@ -6,32 +6,24 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 
 import pytest
 
 from coordinator.plan import FleetPlan, LoadPlan, OutputPlan, Plan, TargetPlan
 from coordinator.run import Run, RunOptions
-from tests.support.processes import Child, coordinator, python
+from tests.support.processes import Child, coordinator, fake_server, free_port
 
 pytestmark = pytest.mark.integration
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def fake_server(port: int) -> Child:
-    child = Child(python("-m", "tests.support.fake_server", "--port", str(port), "--delay-ms", "1"))
-    child.wait_for_line(r"READY port=\d+", timeout_s=60)
-    return child
+def fake_server_on(port: int) -> Child:
+    """A fake server on a given port, so that it can come back on the same one."""
+    return fake_server("--port", str(port), "--delay-ms", "1")[0]
 
 
 def test_the_target_restarting_mid_run_shows_as_one_outage_window(tmp_path, ray_address):
     port = free_port()
-    server = fake_server(port)
+    server = fake_server_on(port)
     plan = Plan(
         target=TargetPlan(address=f"127.0.0.1:{port}"),
         load=LoadPlan(rate=100.0, duration_s=10.0, timeout_s=1.0),
@@ -55,7 +47,7 @@ def test_the_target_restarting_mid_run_shows_as_one_outage_window(tmp_path, ray_
         await until(lambda: run.state.ok >= 150, "requests before the outage")
         server.stop(signal.SIGKILL)  # the server crashes
         await until(lambda: run.state.status_counts.get("UNAVAILABLE", 0) > 0, "errors")
-        server = fake_server(port)  # and comes back on the same port
+        server = fake_server_on(port)  # and comes back on the same port
         result = await task
         return run, result.summary
 
@@ -90,7 +82,7 @@ def test_an_unwritable_results_folder_is_refused_before_anything_starts(tmp_path
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
 def test_a_disk_filling_up_mid_run_stops_the_run_with_a_clear_error(tmp_path, ray_address):
     port = free_port()
-    server = fake_server(port)
+    server = fake_server_on(port)
     out = tmp_path / "run"
     out.mkdir()
     (out / "intervals.pb").symlink_to("/dev/full")  # every write: No space left on device
@@ -122,17 +114,16 @@ def test_a_disk_filling_up_mid_run_stops_the_run_with_a_clear_error(tmp_path, ra
 
 
 def test_a_ray_address_with_nothing_behind_it_fails_fast(tmp_path):
-    server = fake_server(free_port())
+    server, target = fake_server("--delay-ms", "1")
     port = free_port()
     try:
-        target = server.stdout[0].split("port=")[1]
         run = Child(
             coordinator(
                 "start",
                 "--address",
                 f"127.0.0.1:{port}",
                 "--target",
-                f"127.0.0.1:{target}",
+                target,
                 "--out",
                 str(tmp_path),
                 "--no-metrics",

@@ -25,15 +25,9 @@ from coordinator.plan import FleetPlan, LoadPlan, OutputPlan, Plan, TargetPlan
 from coordinator.progress import PlainProgress
 from coordinator.run import Run, RunOptions
 from model_server.data import load_sample
-from tests.support.processes import Child, python
+from tests.support.processes import fake_server
 
 pytestmark = pytest.mark.integration
-
-
-def fake_server(*args: str) -> tuple[Child, str]:
-    child = Child(python("-m", "tests.support.fake_server", *args))
-    port = int(child.wait_for_line(r"READY port=(\d+)", timeout_s=60).group(1))
-    return child, f"127.0.0.1:{port}"
 
 
 def run_plan(target: str, tmp_path, agents: int = 1, **load) -> dict:

@@ -30,14 +30,6 @@ def cluster():
     child.wait(timeout_s=120)
 
 
-@pytest.fixture(scope="module")
-def target():
-    child = Child(python("-m", "tests.support.fake_server", "--delay-ms", "1"))
-    port = int(child.wait_for_line(r"READY port=(\d+)", timeout_s=60).group(1))
-    yield f"127.0.0.1:{port}"
-    child.stop()
-
-
 def start(cluster, target, out, *args: str) -> Child:
     run = Child(
         coordinator(
@@ -68,11 +60,11 @@ def finish(run: Child) -> dict:
     return json.loads((run.out / "summary.json").read_text())
 
 
-def test_strict_spread_puts_each_agent_on_its_own_node(tmp_path, cluster, target):
+def test_strict_spread_puts_each_agent_on_its_own_node(tmp_path, cluster, fake_target):
     summary = finish(
         start(
             cluster,
-            target,
+            fake_target,
             tmp_path,
             "--agents",
             "3",
@@ -90,11 +82,13 @@ def test_strict_spread_puts_each_agent_on_its_own_node(tmp_path, cluster, target
     assert summary["requests"] == sum(a["requests"] for a in summary["agents"]) == 450
 
 
-def test_agents_can_be_kept_off_the_head_and_on_nodes_with_a_resource(tmp_path, cluster, target):
+def test_agents_can_be_kept_off_the_head_and_on_nodes_with_a_resource(
+    tmp_path, cluster, fake_target
+):
     summary = finish(
         start(
             cluster,
-            target,
+            fake_target,
             tmp_path,
             "--agents",
             "2",
@@ -112,10 +106,10 @@ def test_agents_can_be_kept_off_the_head_and_on_nodes_with_a_resource(tmp_path, 
     assert summary["requests"] == 60
 
 
-def test_a_node_removed_mid_run_loses_its_agent_not_the_run(tmp_path, cluster, target):
+def test_a_node_removed_mid_run_loses_its_agent_not_the_run(tmp_path, cluster, fake_target):
     run = start(
         cluster,
-        target,
+        fake_target,
         tmp_path,
         "--agents",
         "3",

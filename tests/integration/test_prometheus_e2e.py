@@ -17,7 +17,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -26,7 +25,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support.processes import REPO, Child, coordinator, poll, python
+from tests.support.processes import REPO, Child, coordinator, free_port, poll, python
 
 pytestmark = pytest.mark.integration
 
@@ -45,12 +44,6 @@ def require(tool: str) -> str:
             pytest.fail(message)
         pytest.skip(message)
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def with_bool(expr: str) -> str:

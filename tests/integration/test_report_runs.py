@@ -25,21 +25,13 @@ from coordinator.hlog import LATENCY_HLOG
 from coordinator.html_report import REPORT_HTML
 from coordinator.intervals_csv import INTERVALS_CSV
 from coordinator.results import INTERVALS_LOG, SUMMARY, scan_log
-from tests.support.processes import Child, coordinator, python
+from tests.support.processes import Child, coordinator
 
 pytestmark = pytest.mark.integration
 
 # What the live run knew of its own course and the log does not hold: when it started,
 # whether it was interrupted or aborted by a threshold.
 TIMING = ("started_unix_s", "interrupted", "aborted")
-
-
-@pytest.fixture(scope="module")
-def fake_target():
-    server = Child(python("-m", "tests.support.fake_server", "--delay-ms", "1"))
-    port = int(server.wait_for_line(r"READY port=(\d+)", timeout_s=60).group(1))
-    yield f"127.0.0.1:{port}"
-    server.stop()
 
 
 def start(ray_address: str, target: str, out: Path, *flags: str) -> Child:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -144,3 +145,18 @@ def poll(
             described = what() if callable(what) else what
             raise AssertionError(f"timed out after {timeout_s} s waiting for {described}")
         time.sleep(period_s)  # polling period, not synchronisation
+
+
+def free_port() -> int:
+    """A loopback port that is free now (for a server that must be restarted on it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def fake_server(*args: str) -> tuple[Child, str]:
+    """The fake V2 server (tests/support/fake_server.py) started with `args`, once it says
+    READY: the child and its loopback address."""
+    child = Child(python("-m", "tests.support.fake_server", *args))
+    port = int(child.wait_for_line(r"READY port=(\d+)", timeout_s=60).group(1))
+    return child, f"127.0.0.1:{port}"
