@@ -6,9 +6,7 @@ tests/integration/test_secure_target.py.
 
 from __future__ import annotations
 
-import asyncio
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +28,7 @@ from model_server.security import (
 )
 from model_server.server import RunningServer, ServeOptions, start_server
 from tests.support.certs import Pair, issue, make_ca
+from tests.support.loop_thread import OnLoop, loop_in_thread
 
 pytestmark = pytest.mark.timeout(120)
 TIMEOUT = 10
@@ -66,17 +65,12 @@ def pki() -> Pki:
 
 
 @pytest.fixture(scope="module")
-def on_loop() -> Iterator[Callable]:
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, name="server-loop", daemon=True)
-    thread.start()
-    yield lambda coroutine: asyncio.run_coroutine_threadsafe(coroutine, loop).result(TIMEOUT)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(TIMEOUT)
-    loop.close()
+def on_loop() -> Iterator[OnLoop]:
+    with loop_in_thread(TIMEOUT) as on_loop:
+        yield on_loop
 
 
-def started(on_loop: Callable, options: ServeOptions) -> Iterator[RunningServer]:
+def started(on_loop: OnLoop, options: ServeOptions) -> Iterator[RunningServer]:
     running = on_loop(start_server(options))
     on_loop(running.mark_ready(OneHot()))
     try:
@@ -86,21 +80,21 @@ def started(on_loop: Callable, options: ServeOptions) -> Iterator[RunningServer]
 
 
 @pytest.fixture(scope="module")
-def tls_server(pki: Pki, on_loop: Callable) -> Iterator[RunningServer]:
+def tls_server(pki: Pki, on_loop: OnLoop) -> Iterator[RunningServer]:
     yield from started(
         on_loop, ServeOptions(tls=ServerTls(pki.server.cert_pem, pki.server.key_pem))
     )
 
 
 @pytest.fixture(scope="module")
-def locked_server(pki: Pki, on_loop: Callable) -> Iterator[RunningServer]:
+def locked_server(pki: Pki, on_loop: OnLoop) -> Iterator[RunningServer]:
     """Mutual TLS and a bearer token."""
     tls = ServerTls(pki.server.cert_pem, pki.server.key_pem, client_ca_pem=pki.ca.cert_pem)
     yield from started(on_loop, ServeOptions(tls=tls, auth_token=TOKEN))
 
 
 @pytest.fixture(scope="module")
-def token_server(on_loop: Callable) -> Iterator[RunningServer]:
+def token_server(on_loop: OnLoop) -> Iterator[RunningServer]:
     """Plaintext with a bearer token (behind a TLS-terminating proxy, say)."""
     yield from started(on_loop, ServeOptions(auth_token=TOKEN))
 

@@ -7,7 +7,6 @@ model is a numpy stand-in that can be held mid-call, so no TensorFlow is importe
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
@@ -23,6 +22,7 @@ from model_server.api import grpc_predict_v2_pb2 as pb
 from model_server.api import grpc_predict_v2_pb2_grpc as pb_grpc
 from model_server.batching import BatchingOptions
 from model_server.server import RunningServer, ServeOptions, start_server
+from tests.support.loop_thread import loop_in_thread
 
 pytestmark = pytest.mark.timeout(120)
 TIMEOUT = 10
@@ -59,7 +59,6 @@ class Served:
     model: HoldableModel
     channel: grpc.Channel
     stub: pb_grpc.GRPCInferenceServiceStub
-    loop: asyncio.AbstractEventLoop
 
     def sample(self, name: str, **labels: str) -> float:
         return self.running.registry.get_sample_value(name, labels) or 0.0
@@ -67,26 +66,17 @@ class Served:
 
 @pytest.fixture(scope="module")
 def served() -> Iterator[Served]:
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, name="server-loop", daemon=True)
-    thread.start()
-
-    def on_loop(coroutine) -> object:
-        return asyncio.run_coroutine_threadsafe(coroutine, loop).result(TIMEOUT)
-
-    model = HoldableModel()
-    running = on_loop(start_server(OPTIONS))
-    on_loop(running.mark_ready(model))
-    try:
-        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
-            grpc.channel_ready_future(channel).result(timeout=TIMEOUT)
-            yield Served(running, model, channel, pb_grpc.GRPCInferenceServiceStub(channel), loop)
-    finally:
-        model.hold.set()
-        on_loop(running.shutdown(0))
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(TIMEOUT)
-        loop.close()
+    with loop_in_thread(TIMEOUT) as on_loop:
+        model = HoldableModel()
+        running = on_loop(start_server(OPTIONS))
+        on_loop(running.mark_ready(model))
+        try:
+            with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+                grpc.channel_ready_future(channel).result(timeout=TIMEOUT)
+                yield Served(running, model, channel, pb_grpc.GRPCInferenceServiceStub(channel))
+        finally:
+            model.hold.set()
+            on_loop(running.shutdown(0))
 
 
 def request_for(first_pixels: list[float], *, raw: bool = True) -> pb.ModelInferRequest:
