@@ -238,12 +238,13 @@ async def serve(
     for signum in signals:
         loop.add_signal_handler(signum, stop.set)
     # Logged once the signals are handled: from here a SIGTERM is a graceful stop.
+    settings = options.settings()
     log.info(
-        "listening on %s:%d (TLS %s, auth %s); loading the model",
+        "listening on %s:%d (tls %s, auth %s); loading the model",
         options.host,
         running.port,
-        _tls_mode(options.tls),
-        "bearer token" if options.auth_token else "none",
+        settings["tls"],
+        settings["auth"],
     )
     if running.metrics_port is not None:
         log.info("metrics on http://%s:%d/metrics", options.metrics_host, running.metrics_port)
