@@ -229,15 +229,7 @@ class CapacitySearch:
                 f"{s.precision:.0%}; {fleet.agents} agent(s); results in {self.out_dir}/"
             )
             finished = await self._search(target)
-        result = CapacityResult(
-            settings=self.settings,
-            finished=finished,
-            trials=self.trials,
-            out_dir=str(self.out_dir),
-            facts=self._facts(target),
-        )
-        self._write(result)
-        return result
+        return self._write(target, finished)
 
     def _target(self, stack: AsyncExitStack) -> str:
         """The plan's target, or the bundled model server started once for every trial."""
@@ -258,7 +250,7 @@ class CapacitySearch:
             try:
                 trial = await self._trial(plan, step, len(self.trials))
             except RaysiegeError as error:  # the trials so far are kept, then it is raised
-                self._write_partial(target, str(error))
+                self._write(target, Finished("error", None, f"stopped on an error: {error}"))
                 raise
             if trial is None:  # interrupted: the search ends with what it has
                 self.interrupted = True
@@ -321,8 +313,8 @@ class CapacitySearch:
             for trial in self.trials:
                 writer.writerow(trial_row(trial))
 
-    def _write_partial(self, target: str, message: str) -> None:
-        finished = Finished("error", None, f"stopped on an error: {message}")
+    def _write(self, target: str, finished: Finished) -> CapacityResult:
+        """The search's result as it stands (finished, or stopped on an error), written."""
         result = CapacityResult(
             settings=self.settings,
             finished=finished,
@@ -330,9 +322,6 @@ class CapacitySearch:
             out_dir=str(self.out_dir),
             facts=self._facts(target),
         )
-        self._write(result)
-
-    def _write(self, result: CapacityResult) -> None:
         self._write_trials()
         data = result.to_dict()
         if self.options.plot and self.trials:
@@ -341,3 +330,4 @@ class CapacitySearch:
             (self.out_dir / CURVE_PNG).write_bytes(curve_png(result))
             data["plot"] = CURVE_PNG
         (self.out_dir / CAPACITY_JSON).write_text(json.dumps(data, indent=2) + "\n")
+        return result
